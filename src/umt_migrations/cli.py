@@ -1,0 +1,188 @@
+"""``umt-migrations`` (and ``python manage_migrations.py``): the command line.
+
+Errors come out as one ``error: …`` line on stderr with the remedy and a non-zero exit, never a
+traceback (set ``UMT_MIGRATIONS_DEBUG=1`` to see one), and never with a password in it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+
+log = logging.getLogger("umt_migrations")
+
+DEBUG_ENV = "UMT_MIGRATIONS_DEBUG"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--url",
+        default=argparse.SUPPRESS,
+        help="database URL (default: $DATABASE_URL, else sqlite:///umt.db in this directory)",
+    )
+    common.add_argument(
+        "--config",
+        default=argparse.SUPPRESS,
+        metavar="INI",
+        help="the project's alembic.ini (default: $UMT_ALEMBIC_CONFIG, ./alembic.ini, UMT's)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="umt-migrations",
+        description="UMT database migrations: create, apply and inspect Alembic revisions.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_, description=help_, parents=[common])
+
+    p = add("create", "create a new revision file")
+    p.add_argument("-m", "--message", required=True, help="what the revision does")
+    p.add_argument("--autogenerate", action="store_true", help="derive operations from models")
+    p = add("upgrade", "upgrade the database (default: to head)")
+    p.add_argument("revision", nargs="?", default="head")
+    p.add_argument("--sql", action="store_true", help="print the SQL instead of running it")
+    p = add("downgrade", "downgrade the database to REVISION")
+    p.add_argument("revision")
+    p.add_argument("--sql", action="store_true", help="print the SQL instead of running it")
+    p = add("history", "list revisions, newest first")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p = add("current", "show the database's current revision")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p = add("heads", "show the head revision(s) of the scripts")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p = add("merge", "merge several heads into one revision")
+    p.add_argument("-m", "--message", default=None)
+    add("check", "fail when the models and the migrations disagree")
+    p = add("migrate", "move the database to a target revision, under a lock (what Jobs run)")
+    p.add_argument("--to", required=True, dest="target", metavar="REV",
+                   help="head, heads, base, <branch>@head or a revision id")
+    p.add_argument("--allow-downgrade", action="store_true",
+                   help="allow moving to an older revision")
+    p.add_argument("--report", type=Path, default=None, metavar="FILE",
+                   help="JSON report (default: $TERMINATION_MESSAGE_PATH, /dev/termination-log)")
+    p.add_argument("--lock-timeout", type=_seconds, default=300.0, metavar="S",
+                   help="seconds to wait for another migration to finish (default 300)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and SQL; change nothing")
+    return parser
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}") from None
+    if seconds < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return seconds
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging()
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # every failure becomes one readable line
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(f"error: {_describe(exc, getattr(args, 'url', None))}", file=sys.stderr)
+        return 1
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from . import commands
+    from .project import Project
+
+    project = Project.locate(getattr(args, "config", None), getattr(args, "url", None))
+    name = args.command
+    if name == "migrate":
+        return _migrate(project, args)
+    if name == "create":
+        path = commands.create(project, args.message, args.autogenerate)
+        print(f"created {_relative(path)}")
+        print("review it (names, types, data moves, downgrade) before committing")
+    elif name == "upgrade":
+        commands.upgrade(project, args.revision, sql=args.sql)
+    elif name == "downgrade":
+        commands.downgrade(project, args.revision, sql=args.sql)
+    elif name in ("history", "current", "heads"):
+        getattr(commands, name)(project, verbose=args.verbose)
+    elif name == "merge":
+        path = commands.merge(project, args.message)
+        print(f"created {_relative(path)}" if path else "nothing to merge: there is one head")
+    elif name == "check":
+        commands.check(project)
+        print("models and migrations agree")
+    return 0
+
+
+def _migrate(project: object, args: argparse.Namespace) -> int:
+    from .report import report_destination
+    from .runner import MigrateRequest, exit_code, migrate
+
+    request = MigrateRequest(
+        target=args.target,
+        allow_downgrade=args.allow_downgrade,
+        lock_timeout=args.lock_timeout,
+        dry_run=args.dry_run,
+        report_path=report_destination(args.report),
+    )
+    report = migrate(project, request)  # type: ignore[arg-type]
+    if report.error:
+        log.error("%s: %s", report.error["reason"], report.error["message"])
+    if not request.dry_run:
+        print(report.to_json())
+    return int(exit_code(report))
+
+
+def _describe(exc: BaseException, url: str | None) -> str:
+    """One line for any failure, with the remedy where one is known, password-free."""
+    import sqlalchemy as sa
+    from alembic.util import CommandError
+
+    from .commands import explain
+    from .errors import MigrationError
+    from .project import ProjectError
+    from .urls import InvalidURL, describe_target, password_of, scrub
+
+    secret = password_of(url or os.environ.get("DATABASE_URL"))
+    if isinstance(exc, (ProjectError, InvalidURL, MigrationError)):
+        return scrub(str(exc), secret)
+    if isinstance(exc, CommandError):
+        return scrub(explain(exc), secret)
+    if isinstance(exc, sa.exc.OperationalError):
+        target = describe_target(url or os.environ.get("DATABASE_URL") or "sqlite:///umt.db")
+        detail = " ".join(str(exc.orig).split())
+        return scrub(f"cannot reach the database at {target}: {detail}", secret)
+    if isinstance(exc, sa.exc.DBAPIError):
+        return scrub(" ".join(str(exc.orig).split())[:500], secret)
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return scrub(f"{type(exc).__name__}: {text}"[:500], secret)
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _configure_logging() -> None:
+    if log.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False

@@ -1,0 +1,107 @@
+"""The day-to-day commands: thin wrappers over ``alembic.command`` with readable errors.
+
+Each takes the :class:`Project` first, like Alembic's own commands take ``Config``. Errors
+from Alembic's troubleshooting list become one line with the remedy (:func:`explain`).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from alembic import command
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+
+from .project import Project
+
+#: (pattern in Alembic's message, what it means, the remedy)
+_KNOWN_ERRORS: list[tuple[re.Pattern[str], str, str]] = [
+    (
+        re.compile(r"Can't locate revision identified by '([^']*)'"),
+        "revision '{0}' is not in migrations/versions",
+        "check the id with `history`; if the database is at a revision from a newer release, "
+        "run that release's code (or pull the missing revision file)",
+    ),
+    (
+        re.compile(r"Target database is not up to date"),
+        "the database is not at the latest revision, so autogenerate/check would compare "
+        "against an old schema",
+        "run `upgrade` first, then repeat the command",
+    ),
+    (
+        re.compile(r"Relative revision identifiers? require current version|"
+                   r"Relative revision \S+ didn't produce"),
+        "a relative revision (like +1 or -1) needs the database to be at a known revision, "
+        "and the steps must exist",
+        "use an absolute revision id or `head` (see `history` and `current`)",
+    ),
+    (
+        re.compile(r"Multiple head revisions are present"),
+        "the migration history has several heads (parallel branches)",
+        "run `merge` to join them into one head, or target `heads` / `<branch>@head`",
+    ),
+    (
+        re.compile(r"is not a valid (up|down)grade target"),
+        "that revision is not reachable in that direction from the database's revision",
+        "see `current` and `history`; use `upgrade` for newer revisions, `downgrade` for older",
+    ),
+]
+
+
+def explain(exc: CommandError) -> str:
+    """One line: what went wrong and how to fix it."""
+    text = str(exc).strip()
+    for pattern, meaning, remedy in _KNOWN_ERRORS:
+        match = pattern.search(text)
+        if match:
+            return f"{meaning.format(*match.groups())} ({_first_line(text)}). Fix: {remedy}."
+    return _first_line(text)
+
+
+def _first_line(text: str) -> str:
+    return text.splitlines()[0] if text else "unknown error"
+
+
+def create(project: Project, message: str, autogenerate: bool = False) -> Path:
+    """New revision file; with ``autogenerate`` the operations come from model changes."""
+    if not message.strip():
+        raise CommandError("--message must not be empty: it names the revision file")
+    script = command.revision(project.alembic_config(), message=message, autogenerate=autogenerate)
+    scripts = script if isinstance(script, list) else [script]
+    return Path(scripts[0].path)  # type: ignore[union-attr]
+
+
+def upgrade(project: Project, revision: str = "head", sql: bool = False) -> None:
+    command.upgrade(project.alembic_config(), revision, sql=sql)
+
+
+def downgrade(project: Project, revision: str, sql: bool = False) -> None:
+    command.downgrade(project.alembic_config(), revision, sql=sql)
+
+
+def history(project: Project, verbose: bool = False) -> None:
+    command.history(project.alembic_config(), verbose=verbose, indicate_current=False)
+
+
+def current(project: Project, verbose: bool = False) -> None:
+    command.current(project.alembic_config(), verbose=verbose)
+
+
+def heads(project: Project, verbose: bool = False) -> None:
+    command.heads(project.alembic_config(), verbose=verbose)
+
+
+def merge(project: Project, message: str | None = None) -> Path | None:
+    """Merge all heads into one revision; None when there is a single head already."""
+    config = project.alembic_config()
+    heads_now = ScriptDirectory.from_config(config).get_heads()
+    if len(heads_now) < 2:
+        return None
+    script = command.merge(config, revisions="heads", message=message or "merge heads")
+    return Path(script.path) if script is not None else None
+
+
+def check(project: Project) -> None:
+    """Raise ``CommandError`` when models and migrations disagree."""
+    command.check(project.alembic_config())

@@ -1,0 +1,186 @@
+"""The revision graph, pure: resolve a target and decide how to reach it.
+
+Nothing here touches a database. Given a project's :class:`ScriptDirectory`, the revisions
+the database is at (its heads) and the requested target, :func:`plan_move` says whether the
+move is an upgrade, a downgrade, nothing to do, or impossible, and lists the steps in the
+order they will run.
+
+Plain ``alembic upgrade <ancestor>`` silently does nothing; here a move to an ancestor is a
+downgrade and is refused unless downgrades are allowed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from alembic.runtime.migration import MigrationStep
+from alembic.script import ScriptDirectory
+from alembic.script.revision import MultipleHeads, RevisionError
+from alembic.util import CommandError
+
+from .errors import (
+    DOWNGRADE_NOT_ALLOWED,
+    INVALID_SPEC,
+    MULTIPLE_HEADS,
+    REVISION_NOT_FOUND,
+    MigrationError,
+)
+
+Direction = Literal["upgrade", "downgrade", "none"]
+
+#: Relative identifiers (``+1``, ``-2``, ``head-1``, ``ae10+2``, ``branch@+1``): meaningful only
+#: against a current revision, so a declarative target never uses them.
+_RELATIVE = re.compile(r"(^|@)[+-]?\d+$|[+-]\d+$")
+_FORM = re.compile(r"^(heads?|base|[A-Za-z0-9_.\-]+@heads?|[A-Za-z0-9_]+)$")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How to move a database from ``current`` to ``target``."""
+
+    direction: Direction
+    current: tuple[str, ...]  #: the database's heads before the move (empty: base)
+    target: tuple[str, ...]  #: the resolved target heads (empty: base)
+    steps: tuple[MigrationStep, ...]
+
+    @property
+    def revisions(self) -> list[str]:
+        """Revision ids whose upgrade (or downgrade) runs, in order."""
+        return [step_revision(step) for step in self.steps]
+
+
+def step_revision(step: MigrationStep) -> str:
+    """The revision id a step runs the upgrade or downgrade of."""
+    return step.revision.revision  # type: ignore[attr-defined]
+
+
+def format_heads(heads: Sequence[str]) -> str | None:
+    """Heads as one string for reports and messages; None means base."""
+    return ",".join(heads) if heads else None
+
+
+def validate_target(target: str) -> str:
+    """Reject relative and malformed identifiers before looking anything up."""
+    target = target.strip()
+    if not target:
+        raise MigrationError(INVALID_SPEC, "target revision is empty; name a revision or 'head'")
+    if _RELATIVE.search(target) and target not in ("head", "heads", "base"):
+        if not re.fullmatch(r"[0-9a-f]{4,}", target):  # an all-digit hex id is not relative
+            raise MigrationError(
+                INVALID_SPEC,
+                f"relative revision identifier '{target}' is not accepted: name the revision "
+                "(head, heads, base, <branch>@head or a revision id)",
+            )
+    if not _FORM.match(target):
+        raise MigrationError(
+            INVALID_SPEC,
+            f"'{target}' is not a revision identifier: use head, heads, base, <branch>@head "
+            "or a revision id",
+        )
+    return target
+
+
+def resolve(script: ScriptDirectory, target: str) -> tuple[str, ...]:
+    """Resolve ``head``, ``heads``, ``base``, ``<branch>@head`` or a (partial) id to revision ids."""
+    target = validate_target(target)
+    try:
+        revisions = script.revision_map.get_revisions(target)
+    except MultipleHeads as exc:
+        heads = ", ".join(sorted(script.get_heads()))
+        raise MigrationError(
+            MULTIPLE_HEADS,
+            f"'{target}' is ambiguous: the scripts have several heads ({heads}); target "
+            "'heads', '<branch>@head' or one revision id, or merge the heads",
+        ) from exc
+    except (RevisionError, CommandError) as exc:
+        raise MigrationError(
+            REVISION_NOT_FOUND,
+            f"revision '{target}' is not in this project's scripts ({_first_line(exc)})",
+        ) from exc
+    return tuple(sorted(rev.revision for rev in revisions if rev is not None))
+
+
+def ancestors(script: ScriptDirectory, heads: Iterable[str]) -> set[str]:
+    """Every revision reachable downwards from ``heads``, the heads included."""
+    seen: set[str] = set()
+    todo = list(heads)
+    while todo:
+        rev_id = todo.pop()
+        if rev_id in seen:
+            continue
+        seen.add(rev_id)
+        revision = script.revision_map.get_revision(rev_id)
+        if revision is not None:
+            todo.extend(revision._all_down_revisions)
+    return seen
+
+
+def check_current(script: ScriptDirectory, current: Sequence[str]) -> tuple[str, ...]:
+    """The database's heads, verified to exist in the scripts."""
+    for rev_id in current:
+        try:
+            found = script.revision_map.get_revision(rev_id)
+        except (RevisionError, CommandError):
+            found = None
+        if found is None:
+            raise MigrationError(
+                REVISION_NOT_FOUND,
+                f"the database is at revision '{rev_id}', which this project's scripts do not "
+                "contain: run with the release (image) that has it, e.g. the one that last "
+                "migrated this database",
+            )
+    return tuple(sorted(current))
+
+
+def plan_move(
+    script: ScriptDirectory,
+    current: Sequence[str],
+    target: str,
+    *,
+    allow_downgrade: bool = False,
+) -> Plan:
+    """Decide the move from the database's ``current`` heads to ``target``."""
+    wanted = resolve(script, target)
+    heads = check_current(script, current)
+    if set(wanted) <= set(heads) and (wanted or not heads):
+        return Plan("none", heads, wanted, ())
+
+    below_current = ancestors(script, heads) - set(heads)
+    if all(rev in below_current for rev in wanted):
+        if not allow_downgrade:
+            raise MigrationError(
+                DOWNGRADE_NOT_ALLOWED,
+                f"moving from {format_heads(heads)} to {format_heads(wanted) or 'base'} is a "
+                "downgrade; set allowDowngrade (--allow-downgrade) to run it",
+            )
+        destination = wanted[0] if len(wanted) == 1 else "base" if not wanted else None
+        if destination is None:
+            raise MigrationError(
+                INVALID_SPEC, f"cannot downgrade to several revisions at once ({wanted})"
+            )
+        steps = script._downgrade_revs(destination, heads or None)
+        return Plan("downgrade", heads, wanted, tuple(steps))
+
+    for rev in wanted:
+        if rev in below_current:
+            raise MigrationError(
+                INVALID_SPEC,
+                f"target {format_heads(wanted)} is partly behind and partly ahead of the "
+                f"database ({format_heads(heads)}); move one branch at a time",
+            )
+        reachable = not heads or bool(ancestors(script, [rev]) & set(heads))
+        if not reachable and target.strip() != "heads":
+            raise MigrationError(
+                INVALID_SPEC,
+                f"revision {rev} is on another branch than the database's "
+                f"{format_heads(heads)}: neither an upgrade nor a downgrade reaches it",
+            )
+    steps = script._upgrade_revs(wanted if len(wanted) > 1 else wanted[0], heads)  # type: ignore[arg-type]
+    return Plan("upgrade", heads, wanted, tuple(steps))
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
