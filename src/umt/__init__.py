@@ -1,0 +1,1 @@
+"""UMT (Ultimate Marketing Team) application: the database layer lives in :mod:`umt.models`."""
