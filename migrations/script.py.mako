@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from alembic import op
 ${imports if imports else ""}
 # revision identifiers, used by Alembic.
-revision: str = ${repr(up_revision)}
-down_revision: str | Sequence[str] | None = ${repr(down_revision)}
+revision: str = "${up_revision}"
+down_revision: str | Sequence[str] | None = ${'"%s"' % down_revision if isinstance(down_revision, str) else repr(down_revision)}
 branch_labels: str | Sequence[str] | None = ${repr(branch_labels)}
 depends_on: str | Sequence[str] | None = ${repr(depends_on)}
 

@@ -12,6 +12,7 @@ import ast
 import logging
 import math
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +142,29 @@ def test_alembic_ini_has_no_url_and_works_from_any_directory(
     config = alembic_config()
     assert config.get_main_option("sqlalchemy.url") is None
     assert Path(script_directory().dir) == REPO_ROOT / "migrations"
+
+
+@pytest.mark.unit
+def test_new_revision_files_follow_the_house_template(tmp_path: Path) -> None:
+    shutil.copytree(REPO_ROOT / "migrations", tmp_path / "migrations")
+    config = alembic_config()
+    config.set_main_option("script_location", str(tmp_path / "migrations"))
+
+    script = command.revision(config, message="Add brand tagline")
+    assert script is not None and not isinstance(script, list)
+
+    path = Path(script.path)
+    match = FILE_NAME.match(path.name)
+    assert match and match["rev"] == script.revision and match["slug"] == "add_brand_tagline"
+    source = path.read_text(encoding="utf-8")
+    tree = ast.parse(source)
+    docstring = ast.get_docstring(tree) or ""
+    assert docstring.startswith("Add brand tagline") and "Why:" in docstring
+    assert f'revision: str = "{script.revision}"' in source
+    assert f'down_revision: str | Sequence[str] | None = "{HISTORY[-1]}"' in source
+    assert {"upgrade", "downgrade"} <= {
+        node.name for node in tree.body if isinstance(node, ast.FunctionDef)
+    }
 
 
 @pytest.mark.unit
