@@ -1,0 +1,146 @@
+"""The operator's settings: one typed object read from ``UMT_OPERATOR_*`` environment variables.
+
+Every variable is checked at startup; all problems are reported together, each naming the
+variable, so a bad Helm value shows up as one readable line in the operator's log.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from umt_operator.spec import (
+    ACTIVE_DEADLINE_RANGE,
+    BACKOFF_LIMIT_RANGE,
+    IMAGE_PULL_POLICIES,
+    TTL_AFTER_FINISHED_RANGE,
+)
+
+PREFIX = "UMT_OPERATOR_"
+DEFAULT_IMAGE = "ghcr.io/umt/umt-migrations:0.1.0"
+
+
+class SettingsError(ValueError):
+    """One or more ``UMT_OPERATOR_*`` variables are invalid; the message names each of them."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Operator-wide configuration. Field ``x`` comes from ``UMT_OPERATOR_X``."""
+
+    namespaces: tuple[str, ...] = ()
+    default_image: str = DEFAULT_IMAGE
+    image_pull_policy: str | None = None
+    job_backoff_limit: int = 2
+    job_active_deadline_seconds: int = 1800
+    job_ttl_seconds_after_finished: int = 86400
+    job_service_account: str = ""
+    runner_command: str = "umt-migrations"
+    alembic_config: str = "/app/alembic.ini"
+    lock_timeout_seconds: int = 300
+    metrics_port: int = 9090
+    health_port: int = 8080
+    poll_interval_seconds: float = 5.0
+
+    @property
+    def cluster_wide(self) -> bool:
+        """True when no namespace is listed: the operator watches all namespaces."""
+        return not self.namespaces
+
+    @property
+    def metrics_enabled(self) -> bool:
+        """False when ``UMT_OPERATOR_METRICS_PORT`` is 0."""
+        return self.metrics_port != 0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate the settings from ``environ`` (default: ``os.environ``)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        errors: list[str] = []
+        for field_name, parse in _PARSERS.items():
+            raw = env.get(PREFIX + field_name.upper())
+            if raw is None:
+                continue
+            try:
+                values[field_name] = parse(raw.strip())
+            except ValueError as exc:
+                errors.append(f"{PREFIX}{field_name.upper()}: {exc}, got {raw!r}")
+        if errors:
+            raise SettingsError("invalid operator settings: " + "; ".join(errors))
+        return cls(**values)
+
+
+def _integer(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise ValueError(f"must be an integer between {low} and {high}")
+        return value
+
+    return parse
+
+
+def _number(low: float, high: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            value = None
+        if value is None or not low < value <= high:
+            raise ValueError(f"must be a number of seconds above {low:g} and at most {high:g}")
+        return value
+
+    return parse
+
+
+def _non_empty(raw: str) -> str:
+    if not raw:
+        raise ValueError("must not be empty")
+    return raw
+
+
+def _namespaces(raw: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(name.strip() for name in raw.split(",") if name.strip()))
+    bad = [name for name in names if not _is_dns_label(name)]
+    if bad:
+        raise ValueError(f"{', '.join(bad)} is not a valid namespace name")
+    return names
+
+
+def _pull_policy(raw: str) -> str | None:
+    if raw and raw not in IMAGE_PULL_POLICIES:
+        raise ValueError(f"must be one of {', '.join(IMAGE_PULL_POLICIES)} (or empty)")
+    return raw or None
+
+
+def _is_dns_label(name: str) -> bool:
+    return (
+        0 < len(name) <= 63
+        and name[0].isalnum()
+        and name[-1].isalnum()
+        and all(c.islower() or c.isdigit() or c == "-" for c in name)
+        and name.isascii()
+    )
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "namespaces": _namespaces,
+    "default_image": _non_empty,
+    "image_pull_policy": _pull_policy,
+    "job_backoff_limit": _integer(*BACKOFF_LIMIT_RANGE),
+    "job_active_deadline_seconds": _integer(*ACTIVE_DEADLINE_RANGE),
+    "job_ttl_seconds_after_finished": _integer(*TTL_AFTER_FINISHED_RANGE),
+    "job_service_account": str,
+    "runner_command": _non_empty,
+    "alembic_config": _non_empty,
+    "lock_timeout_seconds": _integer(0, 86400),
+    "metrics_port": _integer(0, 65535),
+    "health_port": _integer(1, 65535),
+    "poll_interval_seconds": _number(0, 3600),
+}
