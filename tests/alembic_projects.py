@@ -115,6 +115,7 @@ class Rev:
     downgrade_sql: list[str] = field(default_factory=list)
     branch_labels: tuple[str, ...] = ()
     fail: bool = False  #: upgrade raises after its SQL ran
+    upgrade_python: list[str] = field(default_factory=list)  #: extra lines at the end of upgrade()
 
 
 def _revision_source(rev: Rev) -> str:
@@ -126,6 +127,8 @@ def _revision_source(rev: Rev) -> str:
         )
         if rev.fail and direction == "up":
             lines.append("op.execute('SELECT * FROM table_that_does_not_exist')")
+        if direction == "up":
+            lines.extend(rev.upgrade_python)
         return "\n".join(f"    {line}" for line in lines)
 
     return textwrap.dedent(

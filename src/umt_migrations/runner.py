@@ -168,7 +168,7 @@ def _apply(
             )
         return _recording(run.plan, run)
 
-    _run_env(project, script, conn, steps_for, transaction_per_migration=True)
+    _run_env(project, script, conn, steps_for, per_migration=True)
 
 
 def _recording(plan: graph.Plan, run: _Run) -> Iterator[MigrationStep]:
@@ -206,6 +206,8 @@ def _run_env(
     script: ScriptDirectory,
     conn: sa.Connection,
     fn: Callable[..., Any],
+    *,
+    per_migration: bool = False,
     **options: Any,
 ) -> None:
     """Run the project's ``env.py`` once with ``fn`` as its migration function.
@@ -215,13 +217,33 @@ def _run_env(
     as closing its own connection would.
     """
     config = project.alembic_config(connection=conn, configure_logger=False)
+    context = EnvironmentContext(config, script, fn=fn, **options)
+    if per_migration:
+        _commit_per_migration(context)
     try:
-        with EnvironmentContext(config, script, fn=fn, **options):
+        with context:
             script.run_env()
     finally:
         if not conn.closed and not conn.invalidated and conn.in_transaction():
             conn.rollback()
         _reenable_logging()
+
+
+def _commit_per_migration(context: EnvironmentContext) -> None:
+    """Commit each revision on its own unless the project's ``env.py`` says otherwise.
+
+    ``configure()`` resets ``transaction_per_migration`` to its own default (False) whatever the
+    caller set, so the default is supplied around it (on the instance, which is what Alembic's
+    ``context`` module proxies); an ``env.py`` that passes the option explicitly keeps its
+    choice, and the revision read back afterwards tells what stayed.
+    """
+    configure = context.configure
+
+    def configure_per_migration(*args: Any, **kw: Any) -> None:
+        kw.setdefault("transaction_per_migration", True)
+        configure(*args, **kw)
+
+    context.configure = configure_per_migration  # type: ignore[method-assign]
 
 
 def _conclude(

@@ -1,0 +1,333 @@
+"""``umt-migrations migrate``: the command every Job runs, as a process, on real databases."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from tests.alembic_projects import ENV_STYLES, Rev, linear_chain, make_project
+
+pytestmark = pytest.mark.integration
+
+CLI = [sys.executable, "-m", "umt_migrations"]
+
+
+def run_migrate(ini: Path, url: str, *args: str, cwd: Path | None = None, env: dict | None = None,
+                timeout: float = 120) -> tuple[int, dict, str, str]:
+    """Run ``migrate`` like a Job does; return (exit code, report, stdout, stderr)."""
+    report = (cwd or ini.parent) / f"report-{time.monotonic_ns()}.json"
+    proc = subprocess.run(
+        [*CLI, "migrate", "--config", str(ini), "--url", url, "--report", str(report), *args],
+        capture_output=True, text=True, timeout=timeout, cwd=cwd or ini.parent,
+        env={**os.environ, **(env or {})},
+    )
+    data = json.loads(report.read_text()) if report.exists() else {}
+    return proc.returncode, data, proc.stdout, proc.stderr
+
+
+def log_rows(url: str) -> list[tuple[str, str]]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(sa.text("SELECT revision, direction FROM applied_log"))]
+    finally:
+        engine.dispose()
+
+
+def table_names(url: str) -> set[str]:
+    engine = sa.create_engine(url)
+    try:
+        return set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(params=["postgresql", "mariadb"])
+def server_url(request: pytest.FixtureRequest) -> str:
+    return request.getfixturevalue({"postgresql": "pg_url", "mariadb": "mariadb_url"}[request.param])
+
+
+def test_upgrade_noop_and_downgrade_only_when_allowed(tmp_path: Path, server_url: str) -> None:
+    revs = linear_chain(3)
+    ini = make_project(tmp_path, revs)
+    head, first = revs[-1].id, revs[1].id
+
+    code, report, stdout, stderr = run_migrate(ini, server_url, "--to", "head")
+    assert code == 0, stderr
+    assert report["ok"] is True and report["direction"] == "upgrade"
+    assert report["fromRevision"] is None and report["toRevision"] == head
+    assert report["applied"] == [r.id for r in revs]
+    assert json.loads(stdout) == report
+    for rev in revs:  # one readable line per step, with its id and duration
+        assert any(rev.id in line and " done in " in line for line in stderr.splitlines())
+
+    code, report, _, _ = run_migrate(ini, server_url, "--to", "head")
+    assert (code, report["direction"], report["applied"]) == (0, "none", [])
+
+    # A move to an ancestor is a downgrade, never a silent no-op.
+    code, report, _, stderr = run_migrate(ini, server_url, "--to", first)
+    assert code == 2
+    assert report["error"]["reason"] == "DowngradeNotAllowed"
+    assert report["fromRevision"] == head and report["toRevision"] == head
+    assert "DowngradeNotAllowed" in stderr and "Traceback" not in stderr
+
+    code, report, _, _ = run_migrate(ini, server_url, "--to", first, "--allow-downgrade")
+    assert code == 0
+    assert report["direction"] == "downgrade" and report["toRevision"] == first
+    assert report["applied"] == [revs[3].id, revs[2].id]
+    assert log_rows(server_url).count((revs[3].id, "down")) == 1
+
+
+@pytest.mark.parametrize(
+    ("target", "reason"),
+    [("deadbeef0000", "RevisionNotFound"), ("+1", "InvalidSpec"), ("head-1", "InvalidSpec"),
+     ("head", "MultipleHeads")],
+)
+def test_invalid_requests_exit_2_before_touching_the_database(
+    tmp_path: Path, pg_url: str, target: str, reason: str
+) -> None:
+    revs = linear_chain(2)
+    revs.append(Rev("b0000000001", revs[1].id, "side branch", branch_labels=("side",)))
+    ini = make_project(tmp_path, revs)
+    code, report, _, stderr = run_migrate(ini, pg_url, "--to", target)
+    assert code == 2, stderr
+    assert report["ok"] is False and report["error"]["reason"] == reason
+    assert "Traceback" not in stderr
+    assert table_names(pg_url) == set()
+
+
+def test_branches_and_merge_point(tmp_path: Path, pg_url: str) -> None:
+    revs = linear_chain(2)
+    base_id, c1, c2 = (r.id for r in revs)
+    revs += [
+        Rev("b0000000001", c1, "feature branch", branch_labels=("feature",),
+            upgrade_sql=["CREATE TABLE feature_t (id INTEGER)"], downgrade_sql=["DROP TABLE feature_t"]),
+        Rev("m0000000001", (c2, "b0000000001"), "merge feature"),
+    ]
+    ini = make_project(tmp_path, revs[:-1])  # the merge is written later
+
+    code, report, _, stderr = run_migrate(ini, pg_url, "--to", "feature@head")
+    assert code == 0, stderr
+    assert report["toRevision"] == "b0000000001"
+    assert report["applied"] == [base_id, c1, "b0000000001"]
+
+    # c2 sits on the other branch: neither an upgrade nor a downgrade reaches it.
+    code, report, _, _ = run_migrate(ini, pg_url, "--to", c2)
+    assert code == 2 and report["error"]["reason"] == "InvalidSpec"
+    assert "another branch" in report["error"]["message"]
+
+    make_project(tmp_path, revs)  # the merge point arrives with the next release
+    code, report, _, _ = run_migrate(ini, pg_url, "--to", "head")  # the merge point
+    assert code == 0
+    assert report["applied"] == [c2, "m0000000001"] and report["toRevision"] == "m0000000001"
+
+    code, report, _, _ = run_migrate(ini, pg_url, "--to", c1, "--allow-downgrade")
+    assert code == 0 and report["toRevision"] == c1
+    assert sorted(report["applied"]) == sorted(["m0000000001", c2, "b0000000001"])
+    assert "feature_t" not in table_names(pg_url)
+
+
+@pytest.mark.parametrize("runners", [2, 5])
+def test_concurrent_runners_apply_each_revision_once(
+    tmp_path: Path, server_url: str, runners: int
+) -> None:
+    revs = linear_chain(6)
+    for rev in revs[1:]:  # slow enough that the runners really overlap
+        rev.upgrade_sql.append("SELECT pg_sleep(0.05)" if "postgresql" in server_url else "SELECT SLEEP(0.05)")
+    ini = make_project(tmp_path, revs)
+    reports = [tmp_path / f"r{i}.json" for i in range(runners)]
+    procs = [
+        subprocess.Popen(
+            [*CLI, "migrate", "--config", str(ini), "--url", server_url, "--to", "head",
+             "--report", str(path), "--lock-timeout", "60"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for path in reports
+    ]
+    outputs = [proc.communicate(timeout=120) for proc in procs]
+    assert [p.returncode for p in procs] == [0] * runners, outputs
+    results = [json.loads(path.read_text()) for path in reports]
+    assert all(r["toRevision"] == revs[-1].id for r in results)
+    assert sorted(r["direction"] for r in results) == ["none"] * (runners - 1) + ["upgrade"]
+    assert sorted(log_rows(server_url)) == sorted((r.id, "up") for r in revs)
+    assert any("waiting up to 60 s for the migration lock" in err for _, err in outputs)
+
+
+def test_failing_revision_leaves_last_committed_revision(tmp_path: Path, server_url: str) -> None:
+    revs = linear_chain(4)
+    revs[3].fail = True  # c3 creates its table, logs, then fails
+    ini = make_project(tmp_path, revs)
+    code, report, _, stderr = run_migrate(ini, server_url, "--to", "head")
+    assert code == 3, stderr
+    assert report["error"]["reason"] == "MigrationFailed"
+    assert report["error"]["revision"] == revs[3].id
+    assert "table_that_does_not_exist" in report["error"]["message"]
+    assert report["toRevision"] == revs[2].id
+    assert report["applied"] == [r.id for r in revs[:3]]
+    assert "Traceback" not in stderr
+    ups = [rev for rev, direction in log_rows(server_url) if direction == "up"]
+    if "postgresql" in server_url:  # transactional DDL: the failed revision left nothing
+        assert ups == [r.id for r in revs[:3]]
+        assert f"t_{revs[3].id}" not in table_names(server_url)
+
+    # Fix the script and run again: it continues from where the database was left.
+    revs[3].fail = False
+    if "mysql" in server_url:  # MariaDB DDL is not transactional: the table stayed behind
+        revs[3].upgrade_sql = [f"CREATE TABLE IF NOT EXISTS t_{revs[3].id} (id INTEGER)"]
+    make_project(tmp_path, revs)
+    code, report, _, stderr = run_migrate(ini, server_url, "--to", "head")
+    assert code == 0, stderr
+    assert report["fromRevision"] == revs[2].id and report["applied"] == [revs[3].id, revs[4].id]
+
+
+def test_huge_error_still_gives_a_small_valid_report(tmp_path: Path, pg_url: str) -> None:
+    revs = linear_chain(1)
+    revs[1].upgrade_python = ["raise RuntimeError('bad data: ' + 'é' * 20000)"]
+    ini = make_project(tmp_path, revs)
+    report_file = tmp_path / "termination-log"
+    proc = subprocess.run(
+        [*CLI, "migrate", "--config", str(ini), "--url", pg_url, "--to", "head"],
+        capture_output=True, text=True, env={**os.environ, "TERMINATION_MESSAGE_PATH": str(report_file)},
+    )
+    assert proc.returncode == 3
+    raw = report_file.read_bytes()
+    assert len(raw) <= 4096
+    report = json.loads(raw)
+    assert report["error"]["reason"] == "MigrationFailed" and report["error"]["message"].endswith("…")
+
+
+def test_unreachable_database_is_transient_and_hides_the_password(tmp_path: Path) -> None:
+    ini = make_project(tmp_path, linear_chain(1))
+    url = "postgresql://umt:Sup3rS3cretPw@127.0.0.1:1/umt"
+    code, report, stdout, stderr = run_migrate(ini, url, "--to", "head")
+    assert code == 1
+    assert report["error"]["reason"] == "DatabaseUnavailable"
+    assert "127.0.0.1:1" in report["error"]["message"]
+    output = stdout + stderr + json.dumps(report)
+    assert "Sup3rS3cretPw" not in output and "Traceback" not in output
+
+
+def test_lock_timeout_is_transient(tmp_path: Path, pg_url: str) -> None:
+    from umt_migrations.locking import PG_LOCK_KEY
+
+    ini = make_project(tmp_path, linear_chain(1))
+    engine = sa.create_engine(pg_url)
+    with engine.connect() as holder:
+        holder.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": PG_LOCK_KEY})
+        holder.commit()
+        code, report, _, stderr = run_migrate(ini, pg_url, "--to", "head", "--lock-timeout", "1")
+        pid = holder.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+    engine.dispose()
+    assert code == 1, stderr
+    assert report["error"]["reason"] == "LockTimeout"
+    assert f"held by backend pid {pid}" in stderr
+    assert "alembic_version" not in table_names(pg_url)
+
+
+def test_sigterm_rolls_back_the_revision_in_progress(tmp_path: Path, pg_url: str) -> None:
+    revs = linear_chain(2)
+    revs[2].upgrade_sql.append("SELECT pg_sleep(60)")
+    ini = make_project(tmp_path, revs)
+    report_file = tmp_path / "report.json"
+    proc = subprocess.Popen(
+        [*CLI, "migrate", "--config", str(ini), "--url", pg_url, "--to", "head",
+         "--report", str(report_file)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    engine = sa.create_engine(pg_url)
+    try:
+        deadline = time.monotonic() + 30
+        with engine.connect() as conn:
+            while time.monotonic() < deadline:  # wait until the slow statement runs
+                sleeping = conn.execute(sa.text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(60)%' "
+                    "AND state = 'active'")).scalar()
+                conn.rollback()
+                if sleeping:
+                    break
+                time.sleep(0.05)
+            else:
+                pytest.fail("the slow revision never started")
+        began = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+        stopped_after = time.monotonic() - began
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        engine.dispose()
+    assert proc.returncode == 1, stderr
+    assert stopped_after < 20  # cancelled, not waited out (the statement sleeps 60 s)
+    report = json.loads(report_file.read_text())
+    assert report["error"]["reason"] == "Interrupted"
+    assert report["toRevision"] == revs[1].id
+    assert f"t_{revs[2].id}" not in table_names(pg_url)
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("relative", [False, True], ids=["here-path", "relative-path"])
+@pytest.mark.parametrize("env_style", ENV_STYLES)
+def test_any_alembic_project(tmp_path: Path, pg_url: str, env_style: str, relative: bool) -> None:
+    project = tmp_path / "project"
+    revs = linear_chain(3)
+    ini = make_project(project, revs, env_style=env_style, relative_script_location=relative)
+    elsewhere = tmp_path / "elsewhere"  # the runner is not started in the project's folder
+    elsewhere.mkdir()
+
+    code, report, _, stderr = run_migrate(ini, pg_url, "--to", "head", cwd=elsewhere)
+    assert code == 0, stderr
+    assert report["toRevision"] == revs[-1].id and len(report["applied"]) == 4
+    version_table = "schema_history" if env_style == "custom_version_table" else "alembic_version"
+    assert version_table in table_names(pg_url)
+
+    code, report, _, stderr = run_migrate(ini, pg_url, "--to", revs[1].id, "--allow-downgrade",
+                                          cwd=elsewhere)
+    assert code == 0, stderr
+    assert report["toRevision"] == revs[1].id and report["applied"] == [revs[3].id, revs[2].id]
+    assert sorted(log_rows(pg_url)) == sorted(
+        [(r.id, "up") for r in revs] + [(revs[3].id, "down"), (revs[2].id, "down")])
+    assert not list(elsewhere.glob("*.db")), "no stray SQLite file may appear"
+
+
+def test_single_transaction_project_reports_the_rollback(tmp_path: Path, pg_url: str) -> None:
+    revs = linear_chain(3)
+    revs[3].fail = True
+    ini = make_project(tmp_path, revs, env_style="single_transaction")
+    code, report, _, _ = run_migrate(ini, pg_url, "--to", "head")
+    assert code == 3
+    # The project's env.py wraps everything in one transaction: nothing stayed.
+    assert report["toRevision"] is None and report["applied"] == []
+    assert table_names(pg_url) == set()
+
+
+def test_dry_run_prints_plan_and_sql_and_touches_nothing(tmp_path: Path, pg_url: str) -> None:
+    revs = linear_chain(2)
+    ini = make_project(tmp_path, revs)
+    proc = subprocess.run(
+        [*CLI, "migrate", "--config", str(ini), "--url", pg_url, "--to", "head", "--dry-run",
+         "--report", str(tmp_path / "r.json")],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "-- plan: upgrade base -> " in proc.stdout
+    assert f"CREATE TABLE t_{revs[2].id}" in proc.stdout
+    assert table_names(pg_url) == set()
+    assert json.loads((tmp_path / "r.json").read_text())["dryRun"] is True
+
+
+def test_sqlite_project(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    revs = linear_chain(2)
+    ini = make_project(tmp_path, revs)
+    code, report, _, stderr = run_migrate(ini, url, "--to", "head")
+    assert code == 0, stderr
+    code, report, _, _ = run_migrate(ini, url, "--to", "base", "--allow-downgrade")
+    assert code == 0 and report["toRevision"] is None and len(report["applied"]) == 3
