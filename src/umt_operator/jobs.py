@@ -1,0 +1,407 @@
+"""The migration Job: its deterministic name, its manifest, and what it says when it ends.
+
+Nothing here talks to Kubernetes. :func:`render_job` turns a parsed spec and the operator
+settings into a ``batch/v1`` Job dict; the caller creates it (get-or-create by
+:func:`job_name`). :func:`observe_job` reads a Job and its pods back: terminal conditions, the
+runner's JSON report in the termination message, kubelet waiting reasons.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from umt_operator import reasons
+from umt_operator.settings import Settings
+from umt_operator.spec import MigrationSpec
+
+CONTAINER_NAME = "migrate"
+TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+RUNNER_UID = 10001
+
+GROUP = "migrations.umt.dev"
+LABEL_RESOURCE = f"{GROUP}/schemamigration"
+LABEL_GENERATION = f"{GROUP}/generation"
+ANNOTATION_TARGET = f"{GROUP}/target-revision"
+ANNOTATION_GENERATION = f"{GROUP}/generation"
+ANNOTATION_OWNER = f"{GROUP}/owner"
+ANNOTATION_OWNER_UID = f"{GROUP}/owner-uid"
+ANNOTATION_IMAGE = f"{GROUP}/image"
+
+#: Requests and limits used when the spec sets no ``job.resources``.
+DEFAULT_RESOURCES: dict[str, dict[str, str]] = {
+    "requests": {"cpu": "50m", "memory": "128Mi"},
+    "limits": {"memory": "512Mi"},
+}
+TMP_SIZE_LIMIT = "64Mi"
+
+_SUCCESS_CONDITIONS = ("Complete", "SuccessCriteriaMet")
+_FAILURE_CONDITIONS = ("Failed", "FailureTarget")
+_MAX_NAME = 63
+_NOT_LABEL_CHARS = re.compile(r"[^a-z0-9-]+")
+
+
+def _short_hash(text: str, length: int) -> str:
+    """A lowercase base-36 digest of ``text``: stable across processes and Python versions."""
+    number = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+    digits = ""
+    while len(digits) < length:
+        number, digit = divmod(number, 36)
+        digits += "0123456789abcdefghijklmnopqrstuvwxyz"[digit]
+    return digits
+
+
+def job_name(resource_name: str, generation: int) -> str:
+    """The Job name for one generation of a resource: ``<name>-<generation>-<hash4>``.
+
+    The same inputs always give the same name (so a restart finds the Job it created instead of
+    launching another); a DNS-1123 label of at most 63 characters (the Job controller copies
+    it into a pod label). Long names are cut; the hash of the full name keeps them distinct.
+    """
+    suffix = f"-{generation}-{_short_hash(f'{resource_name}/{generation}', 4)}"
+    base = _NOT_LABEL_CHARS.sub("-", resource_name.lower()).strip("-") or "smig"
+    return base[: _MAX_NAME - len(suffix)].rstrip("-") + suffix
+
+
+def label_value(text: str) -> str:
+    """``text`` as a valid label value: kept when it fits, else cut and suffixed with a hash."""
+    if len(text) <= _MAX_NAME:
+        return text
+    return text[: _MAX_NAME - 9].rstrip("-.") + "-" + _short_hash(text, 8)
+
+
+def job_labels(resource_name: str, generation: int) -> dict[str, str]:
+    """Labels of the Job and its pod; select a resource's Jobs with :func:`resource_selector`."""
+    instance = label_value(resource_name)
+    return {
+        "app.kubernetes.io/name": "umt-migrations",
+        "app.kubernetes.io/component": "schema-migration",
+        "app.kubernetes.io/managed-by": "umt-schema-operator",
+        "app.kubernetes.io/instance": instance,
+        LABEL_RESOURCE: instance,
+        LABEL_GENERATION: str(generation),
+    }
+
+
+def resource_selector(resource_name: str) -> str:
+    """A label selector matching every Job rendered for ``resource_name``."""
+    return f"{LABEL_RESOURCE}={label_value(resource_name)}"
+
+
+def runner_args(spec: MigrationSpec, settings: Settings) -> list[str]:
+    """Arguments of ``umt-migrations`` in the Job's container."""
+    args = [
+        "migrate",
+        "--to",
+        spec.target_revision,
+        "--config",
+        spec.alembic_config or settings.alembic_config,
+        "--lock-timeout",
+        str(settings.lock_timeout_seconds),
+    ]
+    if spec.allow_downgrade:
+        args.append("--allow-downgrade")
+    return args
+
+
+def _container(spec: MigrationSpec, settings: Settings, image: str) -> dict[str, Any]:
+    env: list[dict[str, Any]] = [
+        {
+            "name": "DATABASE_URL",
+            # The operator never reads the Secret: the kubelet hands the URL to the pod.
+            "valueFrom": {
+                "secretKeyRef": {"name": spec.database.name, "key": spec.database.key}
+            },
+        },
+        {"name": "TERMINATION_MESSAGE_PATH", "value": TERMINATION_MESSAGE_PATH},
+        *spec.job.env,
+    ]
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": image,
+        "command": [settings.runner_command],
+        "args": runner_args(spec, settings),
+        "env": env,
+        "resources": spec.job.resources or DEFAULT_RESOURCES,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "terminationMessagePath": TERMINATION_MESSAGE_PATH,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    pull_policy = spec.image_pull_policy or settings.image_pull_policy
+    if pull_policy:
+        container["imagePullPolicy"] = pull_policy
+    return container
+
+
+def _pod_spec(spec: MigrationSpec, settings: Settings, image: str) -> dict[str, Any]:
+    pod: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUNNER_UID,
+            "runAsGroup": RUNNER_UID,
+            "fsGroup": RUNNER_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [_container(spec, settings, image)],
+        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}}],
+    }
+    account = spec.job.service_account_name or settings.job_service_account
+    if account:
+        pod["serviceAccountName"] = account
+    if spec.job.node_selector:
+        pod["nodeSelector"] = dict(spec.job.node_selector)
+    if spec.job.tolerations:
+        pod["tolerations"] = [dict(t) for t in spec.job.tolerations]
+    return pod
+
+
+def _job_spec(spec: MigrationSpec, settings: Settings) -> dict[str, Any]:
+    options = spec.job
+    return {
+        "backoffLimit": _first(options.backoff_limit, settings.job_backoff_limit),
+        "activeDeadlineSeconds": _first(
+            options.active_deadline_seconds, settings.job_active_deadline_seconds
+        ),
+        "ttlSecondsAfterFinished": _first(
+            options.ttl_seconds_after_finished, settings.job_ttl_seconds_after_finished
+        ),
+        # Exit 2 (invalid request) and 3 (a migration failed) will fail again: stop at once.
+        # Exit 1 (transient) counts against backoffLimit. Evictions and preemptions don't count.
+        "podFailurePolicy": {
+            "rules": [
+                {
+                    "action": "FailJob",
+                    "onExitCodes": {
+                        "containerName": CONTAINER_NAME,
+                        "operator": "In",
+                        "values": [2, 3],
+                    },
+                },
+                {
+                    "action": "Ignore",
+                    "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+                },
+            ]
+        },
+    }
+
+
+def _first(value: int | None, default: int) -> int:
+    return default if value is None else value
+
+
+def render_job(
+    *,
+    name: str,
+    namespace: str,
+    uid: str,
+    generation: int,
+    spec: MigrationSpec,
+    settings: Settings,
+    image: str,
+) -> dict[str, Any]:
+    """The ``batch/v1`` Job that moves the database of resource ``name`` to its target.
+
+    Deliberately **no ownerReferences**: deleting an owner garbage-collects its Jobs and kills
+    their pods, and a migration killed halfway can leave a database (MySQL, SQLite: DDL is not
+    transactional) between two revisions. Deleting a ``SchemaMigration`` must never touch the
+    database, so the Job records its owner in labels and annotations and finishes on its own;
+    ``ttlSecondsAfterFinished`` cleans it up afterwards.
+    """
+    labels = job_labels(name, generation)
+    annotations = {
+        ANNOTATION_TARGET: spec.target_revision,
+        ANNOTATION_GENERATION: str(generation),
+        ANNOTATION_OWNER: f"{namespace}/{name}",
+        ANNOTATION_OWNER_UID: uid,
+        ANNOTATION_IMAGE: image,
+    }
+    # The pod's own labels win over the user's: selectors and status depend on them.
+    pod_labels = {**spec.job.pod_labels, **labels}
+    pod_annotations = {**spec.job.pod_annotations, ANNOTATION_TARGET: spec.target_revision}
+    job_spec = _job_spec(spec, settings)
+    job_spec["template"] = {
+        "metadata": {"labels": pod_labels, "annotations": pod_annotations},
+        "spec": _pod_spec(spec, settings, image),
+    }
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(name, generation),
+            "namespace": namespace,
+            "labels": labels,
+            "annotations": annotations,
+        },
+        "spec": job_spec,
+    }
+    return copy.deepcopy(job)  # shares nothing with the spec or the module defaults
+
+
+# --- observing a Job --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunnerReport:
+    """The runner's JSON report, as written to the termination message."""
+
+    ok: bool
+    direction: str | None = None
+    from_revision: str | None = None
+    to_revision: str | None = None
+    target_revision: str | None = None
+    applied: tuple[str, ...] = ()
+    duration_seconds: float | None = None
+    error_reason: str | None = None
+    error_message: str | None = None
+
+
+def _revision(value: Any) -> str | None:
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value) or None
+    return str(value) if value not in (None, "") else None
+
+
+def parse_report(text: str | None) -> RunnerReport | None:
+    """The report in a termination message, or None when the text is not a runner report."""
+    try:
+        data = json.loads(text or "")
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or "ok" not in data:
+        return None
+    error = data.get("error") if isinstance(data.get("error"), dict) else {}
+    duration = data.get("durationSeconds")
+    applied = data.get("applied") if isinstance(data.get("applied"), list) else []
+    return RunnerReport(
+        ok=data.get("ok") is True,
+        direction=data.get("direction") if isinstance(data.get("direction"), str) else None,
+        from_revision=_revision(data.get("fromRevision")),
+        to_revision=_revision(data.get("toRevision")),
+        target_revision=_revision(data.get("targetRevision")),
+        applied=tuple(str(step) for step in applied),
+        duration_seconds=float(duration) if isinstance(duration, (int, float)) else None,
+        error_reason=str(error["reason"]) if error.get("reason") else None,
+        error_message=str(error["message"]) if error.get("message") else None,
+    )
+
+
+@dataclass(frozen=True)
+class PodProblem:
+    """Why a pod cannot start, as the kubelet says it (missing Secret, image pull failure)."""
+
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class JobObservation:
+    """What a Job and its pods say about one migration run."""
+
+    succeeded: bool = False
+    failed: bool = False
+    failure_reason: str | None = None
+    failure_message: str | None = None
+    running: bool = False
+    failed_attempts: int = 0
+    start_time: str | None = None
+    completion_time: str | None = None
+    report: RunnerReport | None = None
+    log_tail: str | None = None
+    exit_code: int | None = None
+    pod_problem: PodProblem | None = None
+    pending_message: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        """True once the Job succeeded or failed for good."""
+        return self.succeeded or self.failed
+
+
+def _true_condition(job: Mapping[str, Any], types: Sequence[str]) -> dict | None:
+    conditions = (job.get("status") or {}).get("conditions") or []
+    return next(
+        (dict(c) for c in conditions if c.get("type") in types and c.get("status") == "True"), None
+    )
+
+
+def _container_status(pod: Mapping[str, Any]) -> Mapping[str, Any]:
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    named = [s for s in statuses if s.get("name") == CONTAINER_NAME]
+    return (named or statuses or [{}])[0]
+
+
+def _terminations(pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Terminated states of the runner container, oldest first."""
+    found = []
+    for pod in pods:
+        status = _container_status(pod)
+        for state in (status.get("state") or {}, status.get("lastState") or {}):
+            if state.get("terminated"):
+                found.append(state["terminated"])
+                break
+    return sorted(found, key=lambda t: str(t.get("finishedAt") or ""))
+
+
+def _pod_problem(pods: Sequence[Mapping[str, Any]]) -> PodProblem | None:
+    for pod in pods:
+        waiting = (_container_status(pod).get("state") or {}).get("waiting") or {}
+        reason, message = waiting.get("reason"), waiting.get("message") or ""
+        if reason in reasons.IMAGE_PULL_WAITING_REASONS:
+            return PodProblem(reasons.IMAGE_PULL_FAILED, message or reason)
+        if reason == reasons.CONFIG_WAITING_REASON:
+            kind = reasons.SECRET_NOT_FOUND if "secret" in message.lower() else None
+            return PodProblem(kind or reasons.POD_CONFIG_ERROR, message or reason)
+    return None
+
+
+def _pending_message(pods: Sequence[Mapping[str, Any]]) -> str | None:
+    for pod in pods:
+        for condition in (pod.get("status") or {}).get("conditions") or []:
+            if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+                return condition.get("message") or condition.get("reason")
+    return None
+
+
+def observe_job(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> JobObservation:
+    """Read a Job and the pods it created (the caller selects them by the Job's name)."""
+    status = job.get("status") or {}
+    success = _true_condition(job, _SUCCESS_CONDITIONS)
+    failure = None if success else _true_condition(job, _FAILURE_CONDITIONS)
+    terminations = _terminations(pods)
+    if success:
+        terminations = [t for t in terminations if t.get("exitCode") == 0] or terminations
+    last = terminations[-1] if terminations else {}
+    text = last.get("message")
+    report = parse_report(text)
+    running = any((_container_status(pod).get("state") or {}).get("running") for pod in pods)
+    finished_at = (success or failure or {}).get("lastTransitionTime")
+    return JobObservation(
+        succeeded=success is not None,
+        failed=failure is not None,
+        failure_reason=(failure or {}).get("reason"),
+        failure_message=(failure or {}).get("message"),
+        running=running,
+        failed_attempts=int(status.get("failed") or 0),
+        start_time=status.get("startTime"),
+        completion_time=(status.get("completionTime") or finished_at) if finished_at else None,
+        report=report,
+        log_tail=text if report is None and text else None,
+        exit_code=last.get("exitCode"),
+        pod_problem=None if running else _pod_problem(pods),
+        pending_message=_pending_message(pods),
+    )

@@ -1,0 +1,64 @@
+"""Condition reasons: the words shared by ``kubectl get``, status conditions, events and logs.
+
+The runner's report uses the same names in ``error.reason`` (``umt_migrations.errors``; a unit
+test keeps both lists in step without the operator importing the engine).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Progress.
+JOB_CREATED: Final = "JobCreated"
+MIGRATING: Final = "Migrating"
+SUCCEEDED: Final = "Succeeded"
+
+# Failures the runner reports in ``error.reason``.
+DOWNGRADE_NOT_ALLOWED: Final = "DowngradeNotAllowed"
+REVISION_NOT_FOUND: Final = "RevisionNotFound"
+MULTIPLE_HEADS: Final = "MultipleHeads"
+MIGRATION_FAILED: Final = "MigrationFailed"
+DATABASE_UNAVAILABLE: Final = "DatabaseUnavailable"
+#: Transient runner failures (exit 1, retried by the Job): the lock wait timed out, SIGTERM.
+LOCK_TIMEOUT: Final = "LockTimeout"
+INTERRUPTED: Final = "Interrupted"
+
+# Failures the Job controller reports.
+DEADLINE_EXCEEDED: Final = "DeadlineExceeded"
+BACKOFF_LIMIT_EXCEEDED: Final = "BackoffLimitExceeded"
+#: The Job failed without a readable report and without a known Job-level reason.
+JOB_FAILED: Final = "JobFailed"
+
+# Failures the operator finds itself.
+INVALID_SPEC: Final = "InvalidSpec"
+
+# Pod-level trouble seen while the Job is not finished (the kubelet keeps retrying).
+SECRET_NOT_FOUND: Final = "SecretNotFound"
+IMAGE_PULL_FAILED: Final = "ImagePullFailed"
+#: The pod cannot be configured for another reason (a missing ConfigMap in ``job.env``, ...).
+POD_CONFIG_ERROR: Final = "PodConfigError"
+
+#: Reasons the runner reports. Another well-formed CamelCase reason from a newer runner is
+#: passed through as it is; a malformed one falls back to the Job's own reason.
+RUNNER_REASONS: Final = frozenset(
+    {
+        DOWNGRADE_NOT_ALLOWED,
+        REVISION_NOT_FOUND,
+        MULTIPLE_HEADS,
+        MIGRATION_FAILED,
+        DATABASE_UNAVAILABLE,
+        LOCK_TIMEOUT,
+        INTERRUPTED,
+        INVALID_SPEC,  # a target the runner itself refuses (exit 2)
+    }
+)
+
+#: Job condition reasons (``Failed`` / ``FailureTarget``) passed through as they are.
+JOB_FAILURE_REASONS: Final = frozenset({DEADLINE_EXCEEDED, BACKOFF_LIMIT_EXCEEDED})
+
+#: Container waiting reasons meaning "the image cannot be pulled".
+IMAGE_PULL_WAITING_REASONS: Final = frozenset(
+    {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
+)
+#: Container waiting reason when env / volumes cannot be resolved (missing Secret or key).
+CONFIG_WAITING_REASON: Final = "CreateContainerConfigError"
