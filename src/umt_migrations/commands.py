@@ -15,6 +15,8 @@ from alembic.util import CommandError
 
 from .project import Project
 
+_RELATIVE = re.compile(r"[+-]\d+")
+
 #: (pattern in Alembic's message, what it means, the remedy)
 _KNOWN_ERRORS: list[tuple[re.Pattern[str], str, str]] = [
     (
@@ -73,11 +75,37 @@ def create(project: Project, message: str, autogenerate: bool = False) -> Path:
 
 
 def upgrade(project: Project, revision: str = "head", sql: bool = False) -> None:
+    if not sql:
+        _require_current_for_relative(project, revision)
     command.upgrade(project.alembic_config(), revision, sql=sql)
 
 
 def downgrade(project: Project, revision: str, sql: bool = False) -> None:
+    if not sql:
+        _require_current_for_relative(project, revision)
     command.downgrade(project.alembic_config(), revision, sql=sql)
+
+
+def _require_current_for_relative(project: Project, revision: str) -> None:
+    """``+1``/``-1`` count from the database's revision, so an empty database can't use them."""
+    if not _RELATIVE.fullmatch(revision.strip()):
+        return
+    import sqlalchemy as sa
+    from sqlalchemy.pool import NullPool
+
+    from .runner import read_heads
+
+    engine = sa.create_engine(project.url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            heads = read_heads(project, ScriptDirectory.from_config(project.alembic_config()), conn)
+    finally:
+        engine.dispose()
+    if not heads:
+        raise CommandError(
+            f"Relative revision identifiers require current version: the database has no "
+            f"revision yet, so '{revision}' counts from nothing"
+        )
 
 
 def history(project: Project, verbose: bool = False) -> None:
