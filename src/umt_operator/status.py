@@ -1,0 +1,356 @@
+"""Status as a small API: what a ``SchemaMigration`` reports, computed from its Job and pods.
+
+Pure functions only. :func:`compute_status` turns what a Job and its pods say (read by
+:func:`umt_operator.jobs.observe_job`, re-exported here) into the status patch with the kstatus
+conditions ``Ready``, ``Reconciling`` and ``Stalled``. Every message is one line, at most
+1024 characters, with passwords scrubbed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from umt_migrations.urls import scrub
+from umt_operator import reasons
+from umt_operator.jobs import JobObservation, PodProblem, RunnerReport, observe_job, parse_report
+
+__all__ = [
+    "JobObservation",
+    "PodProblem",
+    "RunnerReport",
+    "compute_status",
+    "event_message_for_failure",
+    "event_message_for_success",
+    "failure_reason",
+    "find_condition",
+    "invalid_spec_status",
+    "is_ready",
+    "make_condition",
+    "observe_job",
+    "one_line",
+    "parse_report",
+    "rfc3339",
+    "set_condition",
+]
+
+PENDING, RUNNING, SUCCEEDED, FAILED = "Pending", "Running", "Succeeded", "Failed"
+READY, RECONCILING, STALLED = "Ready", "Reconciling", "Stalled"
+MAX_MESSAGE = 1024
+
+_CONDITION_REASON = re.compile(r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
+
+
+def rfc3339(moment: datetime) -> str:
+    """``moment`` as Kubernetes writes times: UTC, whole seconds, ``Z`` suffix."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def one_line(text: str, limit: int = MAX_MESSAGE, *, keep_end: bool = False) -> str:
+    """``text`` scrubbed of passwords, on one line, cut to ``limit`` characters."""
+    flat = " ".join(scrub(text).split())
+    if len(flat) <= limit:
+        return flat
+    return "…" + flat[-(limit - 1) :] if keep_end else flat[: limit - 1] + "…"
+
+
+# --- conditions -------------------------------------------------------------------------------
+
+
+def find_condition(conditions: Iterable[Mapping[str, Any]], type_: str) -> dict | None:
+    """The condition of type ``type_``, or None."""
+    return next((dict(c) for c in conditions if c.get("type") == type_), None)
+
+
+def make_condition(
+    type_: str, status: bool | str, reason: str, message: str, *, generation: int, now: datetime
+) -> dict[str, Any]:
+    """A ``metav1.Condition`` dict; ``status`` may be a bool or "True"/"False"/"Unknown"."""
+    if isinstance(status, bool):
+        status = "True" if status else "False"
+    return {
+        "type": type_,
+        "status": status,
+        "observedGeneration": generation,
+        "lastTransitionTime": rfc3339(now),
+        "reason": reason,
+        "message": one_line(message),
+    }
+
+
+def set_condition(
+    conditions: Iterable[Mapping[str, Any]], condition: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """``conditions`` with ``condition`` replacing the one of its type (or appended).
+
+    The previous ``lastTransitionTime`` is kept when the status does not change.
+    """
+    new = dict(condition)
+    result: list[dict[str, Any]] = []
+    replaced = False
+    for existing in conditions:
+        if existing.get("type") != new["type"]:
+            result.append(dict(existing))
+        elif not replaced:  # a duplicate of the type is dropped: the list is keyed by type
+            if existing.get("status") == new["status"] and existing.get("lastTransitionTime"):
+                new["lastTransitionTime"] = existing["lastTransitionTime"]
+            result.append(new)
+            replaced = True
+    if not replaced:
+        result.append(new)
+    return result
+
+
+def _kstatus_conditions(
+    previous: Mapping[str, Any],
+    *,
+    state: str,
+    reason: str,
+    message: str,
+    generation: int,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """Ready / Reconciling / Stalled for ``state`` "progressing", "ready" or "stalled"."""
+    flags = {
+        READY: state == "ready",
+        RECONCILING: state == "progressing",
+        STALLED: state == "stalled",
+    }
+    conditions: list[dict[str, Any]] = list(previous.get("conditions") or [])
+    for type_, status in flags.items():
+        condition = make_condition(type_, status, reason, message, generation=generation, now=now)
+        conditions = set_condition(conditions, condition)
+    return conditions
+
+
+# --- messages ---------------------------------------------------------------------------------
+
+
+def _seconds(duration: float | None) -> str:
+    return "" if duration is None else f", {duration:.1f} s"
+
+
+def event_message_for_success(report: RunnerReport) -> str:
+    """One line for a successful run: ``migrated a1b2→d4e5, 3 steps, 1.2 s``."""
+    target = report.to_revision or report.target_revision or "base"
+    if report.direction == "none" or not report.applied:
+        return f"already at {target}{_seconds(report.duration_seconds)}"
+    steps = len(report.applied)
+    noun = "step" if steps == 1 else "steps"
+    verb = "downgraded" if report.direction == "downgrade" else "migrated"
+    origin = report.from_revision or "base"
+    return f"{verb} {origin}→{target}, {steps} {noun}{_seconds(report.duration_seconds)}"
+
+
+def failure_reason(observation: JobObservation) -> str:
+    """The condition reason explaining a failed run (runner's reason first, then the Job's)."""
+    report = observation.report
+    if report and report.error_reason and _CONDITION_REASON.match(report.error_reason):
+        if len(report.error_reason) <= 64:
+            return report.error_reason
+    if report is None and observation.pod_problem:
+        return observation.pod_problem.reason
+    if observation.failure_reason in reasons.JOB_FAILURE_REASONS:
+        return str(observation.failure_reason)
+    if observation.exit_code == 3:
+        return reasons.MIGRATION_FAILED
+    return reasons.JOB_FAILED
+
+
+def event_message_for_failure(job_name: str, observation: JobObservation) -> str:
+    """One line explaining a failed run, for the status message and the Warning event."""
+    reason = failure_reason(observation)
+    report = observation.report
+    if report and report.error_message:
+        detail = report.error_message
+    elif observation.pod_problem and report is None:
+        detail = f"pod of Job {job_name} could not start: {observation.pod_problem.message}"
+    elif observation.log_tail:
+        tail = one_line(observation.log_tail, 700, keep_end=True)
+        detail = f"Job {job_name} failed (exit code {observation.exit_code}); log: {tail}"
+    else:
+        detail = observation.failure_message or f"Job {job_name} failed"
+    suffix = ""
+    job_reason = observation.failure_reason
+    if job_reason and job_reason != reason and job_reason in reasons.JOB_FAILURE_REASONS:
+        suffix = f" (Job {job_name}: {job_reason})"
+    room = MAX_MESSAGE - len(reason) - 2 - len(suffix)
+    return one_line(f"{reason}: {one_line(detail, room)}{suffix}")
+
+
+# --- the status patch -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    state: str  # "progressing", "ready" or "stalled"
+    phase: str
+    reason: str
+    message: str
+    fields: Mapping[str, Any]
+
+
+def _progress(job_name: str, obs: JobObservation | None, target: str) -> _Outcome:
+    if obs is None:
+        message = f"creating Job {job_name} to migrate to {target}"
+        return _Outcome("progressing", PENDING, reasons.JOB_CREATED, message, {})
+    if obs.pod_problem:
+        message = f"pod of Job {job_name} cannot start: {obs.pod_problem.message}"
+        return _Outcome("stalled", PENDING, obs.pod_problem.reason, message, {})
+    if not obs.running:
+        waiting = f": {obs.pending_message}" if obs.pending_message else ""
+        message = f"Job {job_name} created, waiting for its pod to start{waiting}"
+        return _Outcome("progressing", PENDING, reasons.JOB_CREATED, message, {})
+    message = f"Job {job_name} is migrating the database to {target}"
+    if obs.failed_attempts:
+        message += f" (attempt {obs.failed_attempts + 1}"
+        if obs.report or obs.log_tail:
+            message += f"; the previous one failed: {event_message_for_failure(job_name, obs)}"
+        message += ")"
+    return _Outcome("progressing", RUNNING, reasons.MIGRATING, message, {})
+
+
+def _success(obs: JobObservation, job_name: str, target: str, image: str) -> _Outcome:
+    report = obs.report
+    if report is None:
+        message = f"Job {job_name} succeeded but left no report; the database is at {target}"
+        fields: dict[str, Any] = {"currentRevision": None, "targetRevision": target}
+    else:
+        message = event_message_for_success(report)
+        fields = {
+            "currentRevision": report.to_revision,
+            "targetRevision": report.target_revision or report.to_revision or target,
+            "direction": report.direction,
+            "appliedRevisions": list(report.applied),
+        }
+    fields["appliedImage"] = image
+    return _Outcome("ready", SUCCEEDED, reasons.SUCCEEDED, message, fields)
+
+
+def _failure(
+    obs: JobObservation, job_name: str, target: str, image: str, previous: Mapping[str, Any]
+) -> _Outcome:
+    report = obs.report
+    fields: dict[str, Any] = {"targetRevision": target}
+    if report is not None:
+        current = report.to_revision or report.from_revision or previous.get("currentRevision")
+        fields = {
+            "currentRevision": current,
+            "targetRevision": report.target_revision or target,
+            "direction": report.direction,
+            "appliedRevisions": list(report.applied),
+        }
+        # Steps committed before the failure: this image now holds the database's revision.
+        if report.to_revision and report.to_revision != report.from_revision:
+            fields["appliedImage"] = image
+    message = event_message_for_failure(job_name, obs)
+    return _Outcome("stalled", FAILED, failure_reason(obs), message, fields)
+
+
+def _outcome(
+    job_name: str,
+    obs: JobObservation | None,
+    target: str,
+    image: str,
+    previous: Mapping[str, Any],
+) -> _Outcome:
+    if obs is not None and obs.succeeded:
+        return _success(obs, job_name, target, image)
+    if obs is not None and obs.failed:
+        return _failure(obs, job_name, target, image, previous)
+    return _progress(job_name, obs, target)
+
+
+_KEPT_FIELDS = (
+    "currentRevision",
+    "targetRevision",
+    "direction",
+    "appliedRevisions",
+    "appliedImage",
+)
+
+
+def compute_status(
+    *,
+    generation: int,
+    previous_status: Mapping[str, Any] | None,
+    job_name: str,
+    job: Mapping[str, Any] | None,
+    pods: Sequence[Mapping[str, Any]],
+    spec_target: str,
+    image: str,
+    now: datetime,
+) -> dict[str, Any]:
+    """The full status of a resource whose current generation runs as Job ``job_name``.
+
+    ``job`` is None while the Job is not visible yet. Fields of the last run that this one does
+    not change are carried over from ``previous_status``; a ``None`` value (merge-patch
+    semantics) removes a field, e.g. ``completionTime`` while a new run is in progress.
+    """
+    previous = previous_status or {}
+    obs = observe_job(job, pods) if job is not None else None
+    outcome = _outcome(job_name, obs, spec_target, image, previous)
+    same_run = previous if previous.get("jobName") == job_name else {}
+    start = (obs and obs.start_time) or same_run.get("startTime") or rfc3339(now)
+    completion = None
+    if obs is not None and obs.finished:
+        completion = obs.completion_time or same_run.get("completionTime") or rfc3339(now)
+    message = one_line(outcome.message)
+    status: dict[str, Any] = {key: previous.get(key) for key in _KEPT_FIELDS}
+    status.update(outcome.fields)
+    status.update(
+        observedGeneration=generation,
+        phase=outcome.phase,
+        jobName=job_name,
+        startTime=start,
+        completionTime=completion,
+        message=message,
+        conditions=_kstatus_conditions(
+            previous,
+            state=outcome.state,
+            reason=outcome.reason,
+            message=message,
+            generation=generation,
+            now=now,
+        ),
+    )
+    return status
+
+
+def invalid_spec_status(
+    generation: int,
+    previous_status: Mapping[str, Any] | None,
+    message: str,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Status patch for a spec the operator refuses: ``Stalled`` with reason ``InvalidSpec``.
+
+    Revision fields are left alone: the database did not move.
+    """
+    text = one_line(f"{reasons.INVALID_SPEC}: {message}")
+    return {
+        "observedGeneration": generation,
+        "phase": FAILED,
+        "message": text,
+        "conditions": _kstatus_conditions(
+            previous_status or {},
+            state="stalled",
+            reason=reasons.INVALID_SPEC,
+            message=text,
+            generation=generation,
+            now=now or datetime.now(UTC),
+        ),
+    }
+
+
+def is_ready(status: Mapping[str, Any] | None, generation: int) -> bool:
+    """True when ``Ready`` is True for ``generation`` (what ``kubectl wait`` checks)."""
+    ready = find_condition((status or {}).get("conditions") or [], READY)
+    if ready is None:
+        return False
+    return ready.get("status") == "True" and ready.get("observedGeneration") == generation
