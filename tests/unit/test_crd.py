@@ -305,7 +305,8 @@ def test_bad_secret_names_are_rejected(root_schema: dict[str, Any], name: str) -
 
 @pytest.mark.parametrize("name", ["umt-db", "db.umt.example", "a", "a" * 253])
 def test_good_secret_names_are_accepted(root_schema: dict[str, Any], name: str) -> None:
-    assert spec_errors(root_schema, database={"urlSecretRef": {"name": name, "key": "db.url"}}) == []
+    database = {"urlSecretRef": {"name": name, "key": "db.url"}}
+    assert spec_errors(root_schema, database=database) == []
 
 
 @pytest.mark.parametrize("key", ["", "a/b", "u r l"])
@@ -320,7 +321,8 @@ def test_bad_secret_keys_are_rejected(root_schema: dict[str, Any], key: str) -> 
         ("backoffLimit", 99, "job.backoffLimit must be between 0 and 10"),
         ("backoffLimit", -1, "job.backoffLimit must be between 0 and 10"),
         ("activeDeadlineSeconds", 0, "job.activeDeadlineSeconds must be between 1 and 86400"),
-        ("ttlSecondsAfterFinished", 700000, "job.ttlSecondsAfterFinished must be between 0 and 604800"),
+        ("ttlSecondsAfterFinished", 700000,
+         "job.ttlSecondsAfterFinished must be between 0 and 604800"),
     ],
 )
 def test_job_ranges_are_enforced(

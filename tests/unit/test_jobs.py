@@ -283,7 +283,8 @@ def test_image_argument_is_used() -> None:
     """The caller picks the image (e.g. the appliedImage for a downgrade)."""
     job = render(CASES["all-knobs"], image="registry.example/umt:1.3.0")
     assert container(job)["image"] == "registry.example/umt:1.3.0"
-    assert job["metadata"]["annotations"]["migrations.umt.dev/image"] == "registry.example/umt:1.3.0"
+    annotations = job["metadata"]["annotations"]
+    assert annotations["migrations.umt.dev/image"] == "registry.example/umt:1.3.0"
 
 
 def test_user_pod_labels_never_override_the_operators() -> None:

@@ -1,4 +1,4 @@
-"""Operator settings from UMT_OPERATOR_* variables: defaults, parsing, and errors naming the variable."""
+"""Operator settings from UMT_OPERATOR_* variables: defaults, parsing, errors naming variables."""
 
 from __future__ import annotations
 

@@ -110,7 +110,9 @@ def test_valid_targets(target: str) -> None:
     assert parse_spec(body(targetRevision=target)).target_revision == target
 
 
-@pytest.mark.parametrize("target", ["+1", "-1", "head-1", "abc+2", "feature@head-1", "release-2@head"])
+@pytest.mark.parametrize(
+    "target", ["+1", "-1", "head-1", "abc+2", "feature@head-1", "release-2@head"]
+)
 def test_relative_targets_are_refused(target: str) -> None:
     assert invalid(targetRevision=target) == RELATIVE_REVISION_MESSAGE
 
