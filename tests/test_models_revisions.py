@@ -9,6 +9,7 @@ heads, a revision file without its why.
 from __future__ import annotations
 
 import ast
+import io
 import logging
 import math
 import re
@@ -205,6 +206,62 @@ def test_offline_sql_script_covers_the_history_without_leaking_the_password(
     for fragment in expected:
         assert fragment in out
     assert "s3cret-pw" not in out + err
+
+
+# --- env.py: where the database comes from ----------------------------------------------------
+
+
+@pytest.mark.integration
+def test_env_uses_the_callers_connection_and_leaves_it_to_the_caller(
+    pg_url: str, tmp_path: Path
+) -> None:
+    decoy = tmp_path / "decoy.db"
+    config = alembic_config(f"sqlite:///{decoy}")
+    engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+            assert not conn.closed
+            assert MigrationContext.configure(conn).get_current_revision() == HISTORY[-1]
+            conn.commit()
+    finally:
+        engine.dispose()
+    assert not decoy.exists(), "env.py connected to sqlalchemy.url instead"
+    assert current_revision(pg_url) == HISTORY[-1]
+
+
+@pytest.mark.integration
+def test_env_falls_back_to_database_url_then_to_umt_db_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    from_env = tmp_path / "from-env.db"
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{from_env}")
+    command.upgrade(alembic_config(), "head")
+    assert current_revision(f"sqlite:///{from_env}") == HISTORY[-1]
+    assert not (tmp_path / "umt.db").exists()
+
+    monkeypatch.delenv("DATABASE_URL")
+    command.upgrade(alembic_config(), HISTORY[0])
+    assert current_revision(f"sqlite:///{tmp_path / 'umt.db'}") == HISTORY[0]
+
+
+@pytest.mark.integration
+def test_env_accepts_plain_urls_and_never_prints_the_password(
+    pg_url: str, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    # The test server trusts local connections, so any password gets in: enough to prove
+    # that a plain postgresql:// URL (psycopg2 installed, not psycopg 3) works and stays quiet.
+    url = sa.make_url(pg_url).set(drivername="postgresql", password="s3cret-pw")
+    config = alembic_config(url.render_as_string(hide_password=False))
+    config.stdout = io.StringIO()
+    command.upgrade(config, "head")
+    command.current(config, verbose=True)
+    out, err = capsys.readouterr()
+    assert HISTORY[-1] in config.stdout.getvalue()
+    assert "s3cret-pw" not in config.stdout.getvalue() + out + err + caplog.text
 
 
 # --- every revision, on every database --------------------------------------------------------
