@@ -9,6 +9,7 @@ CRD's CEL rules use (the CRD tests check that both stay identical).
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -223,7 +224,7 @@ def _list_of_objects(job: Mapping[str, Any], key: str, problems: list[str]) -> l
     if not isinstance(value, list) or not all(isinstance(item, Mapping) for item in value):
         problems.append(f"job.{key} must be a list of objects")
         return []
-    return [dict(item) for item in value]
+    return copy.deepcopy([dict(item) for item in value])
 
 
 def _check_env(env: list[dict[str, Any]], problems: list[str]) -> None:

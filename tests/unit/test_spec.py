@@ -94,11 +94,17 @@ def test_every_field_is_read() -> None:
 
 
 def test_parsed_spec_does_not_share_the_body() -> None:
-    raw = body(job={"env": [{"name": "A", "value": "1"}], "podLabels": {"a": "b"}})
+    source = {"secretKeyRef": {"name": "s", "key": "k"}}
+    env = [{"name": "A", "value": "1"}, {"name": "B", "valueFrom": source}]
+    raw = body(job={"env": env, "podLabels": {"a": "b"}})
     spec = parse_spec(raw)
     raw["job"]["env"][0]["value"] = "changed"
+    raw["job"]["env"][1]["valueFrom"]["secretKeyRef"]["name"] = "changed"
     raw["job"]["podLabels"]["a"] = "changed"
-    assert spec.job.env == [{"name": "A", "value": "1"}]
+    assert spec.job.env == [
+        {"name": "A", "value": "1"},
+        {"name": "B", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+    ]
     assert spec.job.pod_labels == {"a": "b"}
 
 
