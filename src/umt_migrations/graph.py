@@ -33,7 +33,7 @@ Direction = Literal["upgrade", "downgrade", "none"]
 
 #: Relative identifiers (``+1``, ``-2``, ``head-1``, ``ae10+2``, ``branch@+1``): meaningful only
 #: against a current revision, so a declarative target never uses them.
-_RELATIVE = re.compile(r"(^|@)[+-]?\d+$|[+-]\d+$")
+_RELATIVE = re.compile(r"[+-]\d+$")
 _FORM = re.compile(r"^(heads?|base|[A-Za-z0-9_.\-]+@heads?|[A-Za-z0-9_]+)$")
 
 
@@ -67,13 +67,12 @@ def validate_target(target: str) -> str:
     target = target.strip()
     if not target:
         raise MigrationError(INVALID_SPEC, "target revision is empty; name a revision or 'head'")
-    if _RELATIVE.search(target) and target not in ("head", "heads", "base"):
-        if not re.fullmatch(r"[0-9a-f]{4,}", target):  # an all-digit hex id is not relative
-            raise MigrationError(
-                INVALID_SPEC,
-                f"relative revision identifier '{target}' is not accepted: name the revision "
-                "(head, heads, base, <branch>@head or a revision id)",
-            )
+    if _RELATIVE.search(target):
+        raise MigrationError(
+            INVALID_SPEC,
+            f"relative revision identifier '{target}' is not accepted: name the revision "
+            "(head, heads, base, <branch>@head or a revision id)",
+        )
     if not _FORM.match(target):
         raise MigrationError(
             INVALID_SPEC,

@@ -98,6 +98,7 @@ def test_impossible_moves_name_their_reason(script, current, target, reason) -> 
 
 def test_relative_check_does_not_reject_numeric_ids() -> None:
     assert validate_target("1234abcd") == "1234abcd"
+    assert validate_target("001") == "001"
     assert validate_target(" head ") == "head"
 
 
