@@ -130,6 +130,7 @@ def check_current(script: ScriptDirectory, current: Sequence[str]) -> tuple[str,
                 f"the database is at revision '{rev_id}', which this project's scripts do not "
                 "contain: run with the release (image) that has it, e.g. the one that last "
                 "migrated this database",
+                revision=rev_id,
             )
     return tuple(sorted(current))
 

@@ -268,6 +268,16 @@ class RunnerReport:
     duration_seconds: float | None = None
     error_reason: str | None = None
     error_message: str | None = None
+    error_revision: str | None = None  #: the revision the error is about, when there is one
+
+    @property
+    def current_revision_unknown(self) -> bool:
+        """The image lacks the database's own revision (the database is ahead of it)."""
+        return bool(
+            self.error_reason == reasons.REVISION_NOT_FOUND
+            and self.error_revision
+            and self.error_revision == self.from_revision
+        )
 
 
 def _revision(value: Any) -> str | None:
@@ -297,6 +307,7 @@ def parse_report(text: str | None) -> RunnerReport | None:
         duration_seconds=float(duration) if isinstance(duration, (int, float)) else None,
         error_reason=str(error["reason"]) if error.get("reason") else None,
         error_message=str(error["message"]) if error.get("message") else None,
+        error_revision=str(error["revision"]) if error.get("revision") else None,
     )
 
 

@@ -1,0 +1,36 @@
+"""``python -m umt_operator``: run the operator with its ``UMT_OPERATOR_*`` settings.
+
+Equivalent to ``kopf run -m umt_operator.handlers --standalone`` with the namespaces and the
+liveness port taken from the settings, which are validated before anything starts.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import kopf
+
+from umt_operator.settings import Settings, SettingsError
+
+
+def main() -> int:
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    import umt_operator.handlers  # noqa: F401  (registers the handlers)
+
+    kopf.configure(verbose=False)
+    kopf.run(
+        standalone=True,
+        clusterwide=settings.cluster_wide,
+        namespaces=list(settings.namespaces),
+        liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",
+        memo=kopf.Memo(settings=settings),
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""kopf handlers: thin. Each one hands the object to :func:`reconcile` and returns.
+
+Run with ``kopf run -m umt_operator.handlers --all-namespaces`` (or ``python -m umt_operator``,
+which takes the namespaces and ports from ``UMT_OPERATOR_*``).
+
+Only event handlers are registered for SchemaMigrations: no finalizer is ever added, so
+deleting a resource never waits for the operator (and never touches the database).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from umt_operator.jobs import ANNOTATION_OWNER
+from umt_operator.kube import GROUP, PLURAL, VERSION, KubeAPI
+from umt_operator.metrics import Metrics
+from umt_operator.reconcile import Context, reconcile
+from umt_operator.settings import Settings
+
+MANAGED_BY = {"app.kubernetes.io/managed-by": "umt-schema-operator"}
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger,
+                  **_: Any) -> None:
+    """Validate the settings, open the API client, serve metrics; all kept in ``memo``."""
+    config = memo.get("settings") or Settings.from_env()
+    info = memo.get("connection") or _login(settings, logger)
+    metrics = memo.get("metrics") or Metrics()
+    if config.metrics_enabled and not memo.get("metrics"):
+        metrics.serve(config.metrics_port)
+    memo["context"] = Context(api=KubeAPI(info), settings=config, metrics=metrics)
+    settings.posting.level = logging.WARNING  # Events: our own (kopf.info/warn) plus warnings
+    logger.info("umt-schema-operator started: default image %s", config.default_image)
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    context: Context | None = memo.get("context")
+    if context is not None:
+        await context.api.close()
+
+
+@kopf.on.probe(id="api")
+async def api_reachable(memo: kopf.Memo, **_: Any) -> bool:
+    """Liveness: the operator's own client is open (kopf checks the watches itself)."""
+    return memo.get("context") is not None
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def schema_migration_event(
+    body: kopf.Body, type: str | None, memo: kopf.Memo, logger: logging.Logger, **_: Any
+) -> None:
+    """Any change to a SchemaMigration (and its initial listing on start)."""
+    if type == "DELETED":
+        logger.info("deleted; its Job, if any, finishes on its own and the database is untouched")
+        return
+    await reconcile(memo["context"], body, logger)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=MANAGED_BY)
+async def job_event(
+    body: kopf.Body, type: str | None, memo: kopf.Memo, logger: logging.Logger, **_: Any
+) -> None:
+    """A migration Job changed: recompute its SchemaMigration's status (it may start the next)."""
+    owner = (body.metadata.annotations or {}).get(ANNOTATION_OWNER, "")
+    namespace, _sep, name = owner.partition("/")
+    if not name:
+        return
+    context: Context = memo["context"]
+    resource = await context.api.get_schema_migration(namespace, name)
+    if resource is None:
+        context.metrics.job_seen(f"{body.metadata.namespace}/{body.metadata.name}",
+                                 finished=type == "DELETED")
+        return  # the resource was deleted: the Job finishes on its own
+    await reconcile(context, resource, logger)
+
+
+def _login(settings: kopf.OperatorSettings, logger: logging.Logger) -> kopf.ConnectionInfo:
+    info = kopf.login_with_service_account(settings=settings, logger=logger)
+    info = info or kopf.login_with_kubeconfig(settings=settings, logger=logger)
+    if info is None:
+        raise kopf.PermanentError(
+            "no Kubernetes credentials: run in a pod with a service account, or set KUBECONFIG"
+        )
+    return info

@@ -1,0 +1,176 @@
+"""The one door to the Kubernetes API: every call the operator makes goes through here.
+
+A small async client on aiohttp (which kopf already uses), built from a ``kopf.ConnectionInfo``.
+Absences (404) and conflicts on create (409) are handled here, once: ``get_*`` return None and
+:meth:`KubeAPI.create_job` returns the Job that already exists. Secret values are never read:
+there is no method that could.
+"""
+
+from __future__ import annotations
+
+import base64
+import ssl
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+import kopf
+
+GROUP, VERSION, PLURAL = "migrations.umt.dev", "v1alpha1", "schemamigrations"
+Body = dict[str, Any]
+
+
+class KubeError(Exception):
+    """An API call failed for a reason the caller can't fix by retrying at once."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"Kubernetes API error {status}: {message}")
+        self.status = status
+
+
+class KubeAPI:
+    """The operator's API calls (namespaced Jobs, Pods and SchemaMigration status)."""
+
+    def __init__(self, info: kopf.ConnectionInfo, *, timeout: float = 30.0) -> None:
+        self._server = info.server.rstrip("/")
+        headers = {"Accept": "application/json", "User-Agent": "umt-schema-operator"}
+        if info.token:
+            headers["Authorization"] = f"{info.scheme or 'Bearer'} {info.token}"
+        elif info.username and info.password:
+            basic = base64.b64encode(f"{info.username}:{info.password}".encode()).decode()
+            headers["Authorization"] = f"Basic {basic}"
+        self._session = aiohttp.ClientSession(
+            headers=headers,
+            connector=aiohttp.TCPConnector(ssl=_ssl_context(info), limit=32),
+            timeout=aiohttp.ClientTimeout(total=timeout),
+        )
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    # -- SchemaMigrations ----------------------------------------------------------------------
+
+    def _smig_path(self, namespace: str, name: str = "") -> str:
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
+        return f"{path}/{name}" if name else path
+
+    async def get_schema_migration(self, namespace: str, name: str) -> Body | None:
+        return await self._request("GET", self._smig_path(namespace, name), absent_ok=True)
+
+    async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> Body | None:
+        """Merge-patch the status subresource; None when the resource is gone."""
+        return await self._request(
+            "PATCH",
+            self._smig_path(namespace, name) + "/status",
+            json={"status": status},
+            content_type="application/merge-patch+json",
+            absent_ok=True,
+        )
+
+    # -- Jobs and Pods -------------------------------------------------------------------------
+
+    async def get_job(self, namespace: str, name: str) -> Body | None:
+        return await self._request(
+            "GET", f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}", absent_ok=True
+        )
+
+    async def create_job(self, namespace: str, job: Body) -> tuple[Body, bool]:
+        """Create ``job``; if one of that name exists, return it instead. (job, created?)"""
+        try:
+            created = await self._request(
+                "POST", f"/apis/batch/v1/namespaces/{namespace}/jobs", json=job
+            )
+            return created or job, True
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+        existing = await self.get_job(namespace, job["metadata"]["name"])
+        if existing is None:  # deleted between the two calls: let the next event retry
+            raise kopf.TemporaryError("the Job was deleted while being created", delay=1)
+        return existing, False
+
+    async def list_jobs(self, namespace: str, selector: str) -> list[Body]:
+        found = await self._request(
+            "GET", f"/apis/batch/v1/namespaces/{namespace}/jobs", params={"labelSelector": selector}
+        )
+        return list((found or {}).get("items") or [])
+
+    async def list_pods(self, namespace: str, job_name: str) -> list[Body]:
+        found = await self._request(
+            "GET",
+            f"/api/v1/namespaces/{namespace}/pods",
+            params={"labelSelector": f"batch.kubernetes.io/job-name={job_name}"},
+        )
+        return list((found or {}).get("items") or [])
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, str] | None = None,
+        content_type: str = "application/json",
+        absent_ok: bool = False,
+    ) -> Body | None:
+        headers = {"Content-Type": content_type} if json is not None else None
+        try:
+            async with self._session.request(
+                method, self._server + path, json=json, params=params, headers=headers
+            ) as response:
+                if response.status == 404 and absent_ok:
+                    return None
+                if response.status >= 400:
+                    raise KubeError(response.status, _error_message(await response.text()))
+                return await response.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise kopf.TemporaryError(f"Kubernetes API unreachable: {exc}", delay=5) from exc
+
+
+def _error_message(text: str) -> str:
+    import json
+
+    try:
+        return str(json.loads(text).get("message") or text)[:500]
+    except ValueError:
+        return text[:500]
+
+
+def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
+    if not info.server.startswith("https"):
+        return False
+    if info.insecure:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    cadata = info.ca_data.decode() if isinstance(info.ca_data, bytes) else info.ca_data
+    if cadata and not cadata.lstrip().startswith("-----"):
+        cadata = base64.b64decode(cadata).decode()
+    context = ssl.create_default_context(cafile=info.ca_path, cadata=cadata)
+    if info.certificate_path or info.certificate_data:
+        _load_client_certificate(context, info)
+    return context
+
+
+def _load_client_certificate(context: ssl.SSLContext, info: kopf.ConnectionInfo) -> None:
+    """Client certificates from files or inline data (as in a kind kubeconfig)."""
+    import tempfile
+
+    def as_file(path: Any, data: Any) -> str:
+        if path:
+            return str(path)
+        raw = data if isinstance(data, bytes) else str(data).encode()
+        if not raw.lstrip().startswith(b"-----"):
+            raw = base64.b64decode(raw)
+        handle = tempfile.NamedTemporaryFile(prefix="umt-operator-", suffix=".pem", delete=False)
+        handle.write(raw)
+        handle.close()
+        return handle.name
+
+    context.load_cert_chain(
+        as_file(info.certificate_path, info.certificate_data),
+        as_file(info.private_key_path, info.private_key_data),
+    )

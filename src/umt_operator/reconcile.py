@@ -1,0 +1,283 @@
+"""Reconcile one SchemaMigration: the pipeline behind the handlers.
+
+    parse the spec ─► this generation's Job (get, or create once nothing else runs) ─►
+    observe it and its pods ─► write status (only when it changed) ─► events and metrics
+
+Idempotent by name: the Job of a generation has a deterministic name, so any number of events,
+restarts or concurrent triggers end with one Job. A running Job is never deleted or replaced:
+a newer generation waits for it. The database is never contacted here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from umt_operator import reasons
+from umt_operator.jobs import (
+    ANNOTATION_GENERATION,
+    ANNOTATION_IMAGE,
+    ANNOTATION_OWNER_UID,
+    observe_job,
+    render_job,
+    resource_selector,
+)
+from umt_operator.jobs import job_name as generation_job_name
+from umt_operator.kube import KubeAPI
+from umt_operator.metrics import Metrics
+from umt_operator.settings import Settings
+from umt_operator.spec import InvalidSpec, MigrationSpec, parse_spec
+from umt_operator.status import (
+    compute_status,
+    event_message_for_failure,
+    event_message_for_success,
+    invalid_spec_status,
+    make_condition,
+    one_line,
+    set_condition,
+)
+
+FINISHED_PHASES = ("Succeeded", "Failed")
+
+
+@dataclass
+class Context:
+    """What every reconcile needs; built once at startup and kept in kopf's memo."""
+
+    api: KubeAPI
+    settings: Settings
+    metrics: Metrics
+    locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
+
+    def lock(self, namespace: str, name: str) -> asyncio.Lock:
+        return self.locks.setdefault((namespace, name), asyncio.Lock())
+
+
+async def reconcile(ctx: Context, body: Mapping[str, Any], logger: logging.Logger) -> None:
+    """Bring one resource one step closer to its target; safe to call at any time."""
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    async with ctx.lock(namespace, name):
+        if meta.get("deletionTimestamp"):
+            return  # being deleted: the database and any running Job are left alone
+        status = dict(body.get("status") or {})
+        generation = int(meta.get("generation") or 1)
+        try:
+            spec = parse_spec(body.get("spec"))
+        except InvalidSpec as exc:
+            await _write(ctx, body, status, invalid_spec_status(generation, status, str(exc)), logger)
+            return
+        job_name = generation_job_name(name, generation)
+        if _concluded(status, generation, job_name):
+            return
+        job = await ctx.api.get_job(namespace, job_name)
+        if job is None:
+            blocker = await _earlier_job_running(ctx, body, job_name)
+            if blocker is not None:
+                await _write(ctx, body, status, _waiting_status(status, generation, blocker), logger)
+                return
+            job = await _create_job(ctx, body, spec, job_name, _image(ctx, spec), logger)
+        job, job_name = await _fallback_for_downgrade(ctx, body, spec, job, logger)
+        pods = await ctx.api.list_pods(namespace, job_name)
+        new_status = compute_status(
+            generation=generation,
+            previous_status=status,
+            job_name=job_name,
+            job=job,
+            pods=pods,
+            spec_target=spec.target_revision,
+            image=job["metadata"].get("annotations", {}).get(ANNOTATION_IMAGE, _image(ctx, spec)),
+            now=datetime.now(UTC),
+        )
+        await _write(ctx, body, status, new_status, logger)
+        _observe_for_metrics(ctx, body, job, pods, status, new_status, logger)
+
+
+def _concluded(status: Mapping[str, Any], generation: int, job_name: str) -> bool:
+    """This generation's run already ended and was recorded: nothing left to do."""
+    return (
+        status.get("observedGeneration") == generation
+        and status.get("jobName") in (job_name, fallback_job_name(job_name))
+        and status.get("phase") in FINISHED_PHASES
+    )
+
+
+def _image(ctx: Context, spec: MigrationSpec) -> str:
+    return spec.image or ctx.settings.default_image
+
+
+async def _create_job(
+    ctx: Context,
+    body: Mapping[str, Any],
+    spec: MigrationSpec,
+    job_name: str,
+    image: str,
+    logger: logging.Logger,
+) -> dict[str, Any]:
+    meta = body["metadata"]
+    manifest = render_job(
+        name=meta["name"],
+        namespace=meta["namespace"],
+        uid=meta.get("uid", ""),
+        generation=int(meta.get("generation") or 1),
+        spec=spec,
+        settings=ctx.settings,
+        image=image,
+    )
+    manifest["metadata"]["name"] = job_name
+    job, created = await ctx.api.create_job(meta["namespace"], manifest)
+    if created:
+        ctx.metrics.jobs_created.inc()
+        message = f"created Job {job_name} to migrate to {spec.target_revision} with {image}"
+        logger.info(message)
+        kopf.info(dict(body), reason=reasons.JOB_CREATED, message=message)
+    return job
+
+
+async def _earlier_job_running(
+    ctx: Context, body: Mapping[str, Any], job_name: str
+) -> dict[str, Any] | None:
+    """A Job of an earlier generation of this resource that has not finished, if any."""
+    status = body.get("status") or {}
+    if status.get("observedGeneration", -1) in (-1, None) and not status.get("jobName"):
+        return None  # a new resource has no earlier Jobs
+    meta = body["metadata"]
+    jobs = await ctx.api.list_jobs(meta["namespace"], resource_selector(meta["name"]))
+    for job in jobs:
+        annotations = job["metadata"].get("annotations") or {}
+        if job["metadata"]["name"] == job_name or annotations.get(ANNOTATION_OWNER_UID) != meta.get("uid"):
+            continue
+        if not observe_job(job, []).finished:
+            return job
+    return None
+
+
+def _waiting_status(
+    status: Mapping[str, Any], generation: int, blocker: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Generation N is seen but waits: Job of generation M < N is still migrating."""
+    blocker_name = blocker["metadata"]["name"]
+    blocker_generation = (blocker["metadata"].get("annotations") or {}).get(ANNOTATION_GENERATION)
+    message = one_line(
+        f"waiting for Job {blocker_name} (generation {blocker_generation}) to finish before "
+        f"running generation {generation}"
+    )
+    now = datetime.now(UTC)
+    conditions = list(status.get("conditions") or [])
+    for type_, value, reason in (
+        ("Ready", "False", reasons.MIGRATING),
+        ("Reconciling", "True", reasons.MIGRATING),
+        ("Stalled", "False", reasons.MIGRATING),
+    ):
+        condition = make_condition(type_, value, reason, message, generation=generation, now=now)
+        conditions = set_condition(conditions, condition)
+    return {
+        "observedGeneration": generation,
+        "phase": "Pending",
+        "message": message,
+        "conditions": conditions,
+    }
+
+
+async def _fallback_for_downgrade(
+    ctx: Context,
+    body: Mapping[str, Any],
+    spec: MigrationSpec,
+    job: dict[str, Any],
+    logger: logging.Logger,
+) -> tuple[dict[str, Any], str]:
+    """Rerun with ``appliedImage`` when the requested image doesn't know the database's revision.
+
+    A downgrade needs the scripts of the revision the database is at, which only the image that
+    migrated it there is sure to have. This happens at most once per generation, under a
+    deterministic name, and only when downgrades are allowed.
+    """
+    name = job["metadata"]["name"]
+    status = body.get("status") or {}
+    applied_image = status.get("appliedImage")
+    used_image = (job["metadata"].get("annotations") or {}).get(ANNOTATION_IMAGE)
+    if not (spec.allow_downgrade and applied_image and applied_image != used_image):
+        return job, name
+    observation = observe_job(job, await ctx.api.list_pods(body["metadata"]["namespace"], name))
+    if not (observation.failed and observation.report and observation.report.current_revision_unknown):
+        return job, name
+    fallback_name = fallback_job_name(name)
+    fallback = await ctx.api.get_job(body["metadata"]["namespace"], fallback_name)
+    if fallback is None:
+        logger.info(
+            "image %s does not know revision %s; downgrading with %s, which applied it",
+            used_image, observation.report.from_revision, applied_image,
+        )
+        fallback = await _create_job(ctx, body, spec, fallback_name, applied_image, logger)
+    return fallback, fallback_name
+
+
+def fallback_job_name(job_name: str) -> str:
+    """The Job that reruns a generation with the image that applied the current revision."""
+    return f"{job_name[:58]}-prev"
+
+
+async def _write(
+    ctx: Context,
+    body: Mapping[str, Any],
+    old: Mapping[str, Any],
+    new: Mapping[str, Any],
+    logger: logging.Logger,
+) -> None:
+    """Patch the status only when something other than timestamps changed."""
+    if _comparable(old) == _comparable({**old, **{k: v for k, v in new.items()}}):
+        return
+    meta = body["metadata"]
+    patched = await ctx.api.patch_status(meta["namespace"], meta["name"], new)
+    if patched is None:
+        logger.info("resource deleted meanwhile; status not written")
+
+
+def _comparable(status: Mapping[str, Any]) -> dict[str, Any]:
+    """The status without the fields that change on every computation."""
+    result = {k: v for k, v in status.items() if v is not None}
+    result["conditions"] = [
+        {k: v for k, v in c.items() if k != "lastTransitionTime"}
+        for c in status.get("conditions") or []
+    ]
+    return result
+
+
+def _observe_for_metrics(
+    ctx: Context,
+    body: Mapping[str, Any],
+    job: Mapping[str, Any],
+    pods: list[dict[str, Any]],
+    old: Mapping[str, Any],
+    new: Mapping[str, Any],
+    logger: logging.Logger,
+) -> None:
+    """Events, metrics and a log line when a run ends (once: on the phase transition)."""
+    key = f"{job['metadata'].get('namespace')}/{job['metadata']['name']}"
+    finished = new.get("phase") in FINISHED_PHASES
+    ctx.metrics.job_seen(key, finished=finished)
+    if not finished or (old.get("jobName") == new.get("jobName") and old.get("phase") == new.get("phase")):
+        return
+    observation = observe_job(job, pods)
+    report = observation.report
+    direction = (report.direction if report else None) or "none"
+    seconds = report.duration_seconds if report else None
+    if new["phase"] == "Succeeded":
+        message = event_message_for_success(report) if report else str(new.get("message"))
+        ctx.metrics.run_ended(result="succeeded", direction=direction, reason=reasons.SUCCEEDED,
+                              seconds=seconds)
+        logger.info(message)
+        kopf.info(dict(body), reason=reasons.SUCCEEDED, message=message)
+    else:
+        ready = next((c for c in new.get("conditions", []) if c["type"] == "Stalled"), {})
+        reason = ready.get("reason") or reasons.JOB_FAILED
+        message = event_message_for_failure(job["metadata"]["name"], observation)
+        ctx.metrics.run_ended(result="failed", direction=direction, reason=reason, seconds=seconds)
+        logger.error(message)
+        kopf.warn(dict(body), reason=reason, message=message)
