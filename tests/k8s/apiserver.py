@@ -1,0 +1,257 @@
+"""The HTTP face of the emulator: kmock's Kubernetes emulator with a real apiserver's semantics.
+
+kmock (`kmock.KubernetesEmulator`) brings the HTTP plumbing, URL parsing, API discovery
+(`/api`, `/apis`, `/apis/<group>/<version>` from `kmock.resources`) and its object container
+(`kmock.objects`). The reactions for list/watch/get/create/patch/put/delete are replaced here by
+ones backed by `ObjectStore`, which adds what kopf, `kubectl` and the `kubernetes` client rely
+on (see `tests/k8s/store.py`). User reactions (`server['...'] << 500`) still win over these
+fallbacks, so a test can inject API failures; a failing reaction changes no state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp.web
+import attrs
+import kmock
+import yaml
+
+from tests.k8s.apimachinery import ApiError, not_found, parse_field_selector, \
+    parse_label_selector
+from tests.k8s.store import ObjectStore, ResourceType, WatchEvent
+from tests.k8s.tables import render_table, wants_table
+
+Payload = Any
+
+
+@attrs.define(kw_only=True)
+class ApiServer(kmock.KubernetesEmulator):
+    """A kmock handler serving the emulated cluster; run it with an aiohttp server."""
+
+    #: How many past requests kmock keeps for assertions. kmock rescans the log for every
+    #: reaction on every request: 20 cost ~1 ms a request, 200 ~14 ms, 1000 ~50 ms.
+    request_log_size: int = 20
+    store: ObjectStore = attrs.field(init=False)
+    #: `kubectl logs`: text per (namespace, pod name), filled by the fake kubelet.
+    pod_logs: dict[tuple[str, str], str] = attrs.field(factory=dict, init=False)
+    printer_columns: dict[kmock.resource, tuple[dict[str, Any], ...]] = \
+        attrs.field(factory=dict, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        self.store = ObjectStore(self.objects)
+        self.fallback[_is_put] << self._serve_replace
+
+    async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        self._trim_logs()
+        # Skip kmock's own state changes (KubernetesEmulator._handle): the reactions below make
+        # them, and only when no user reaction intercepted the request first.
+        return await super(kmock.KubernetesEmulator, self)._handle(request)
+
+    def _trim_logs(self) -> None:
+        keep = self.request_log_size
+        del self._requests[:-keep]
+        for payload in self._payloads:
+            del payload._requests[:-keep]
+        for errors in self._errors:
+            del errors[:-keep]
+
+    async def _render_error(self, exc: Exception) -> aiohttp.web.StreamResponse:
+        if isinstance(exc, ApiError):
+            return aiohttp.web.json_response(exc.as_status(), status=exc.code)
+        return await super()._render_error(exc)
+
+    async def _serve_server_version(self, request: kmock.Request) -> Payload:
+        return {
+            "major": "1", "minor": "34", "gitVersion": "v1.34.0-umt-emulator",
+            "gitCommit": "0" * 40, "gitTreeState": "clean", "buildDate": "2025-08-27T00:00:00Z",
+            "goVersion": "go1.24", "compiler": "gc", "platform": "linux/amd64",
+        }
+
+    async def _serve_version(self, request: kmock.Request) -> Payload:
+        # kmock names the core group version "/v1" (kubectl then finds no pods), and gives
+        # subresources (`pods/status`) the short names of their resource, which makes kubectl
+        # warn that `smig` is ambiguous; a real apiserver says "v1" and lists them bare.
+        discovery = await super()._serve_version(request)
+        discovery["groupVersion"] = discovery["groupVersion"].lstrip("/")
+        for resource in discovery["resources"]:
+            if "/" in resource["name"]:
+                resource.update(shortNames=[], categories=[], singularName="",
+                                verbs=["get", "patch", "update"])
+        return discovery
+
+    # --- Reactions ---------------------------------------------------------------------------
+
+    async def _serve_list(self, request: kmock.Request) -> Payload:
+        rtype = self.store.type_of(request.resource)
+        items, rv = self.store.list(rtype, request.namespace)
+        matches = _selection(request)
+        items = [item for item in items if matches(item)]
+        if self._table_columns(rtype, request) is not None:
+            return render_table(items, self.printer_columns[rtype.resource], rv)
+        return {
+            "kind": f"{rtype.kind}List",
+            "apiVersion": rtype.api_version,
+            "metadata": {"resourceVersion": str(rv)},
+            "items": items,
+        }
+
+    async def _serve_fetch(self, request: kmock.Request) -> Payload:
+        rtype = self.store.type_of(request.resource)
+        obj = self.store.get(rtype, request.namespace, request.name)
+        if obj is None:
+            raise not_found(rtype.qualified_plural, request.name)
+        if request.subresource == "log" and rtype.kind == "Pod":
+            text = self.pod_logs.get((request.namespace, request.name), "")
+            return text.encode()
+        if request.subresource not in (None, "status"):
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        if self._table_columns(rtype, request) is not None:
+            return render_table([obj], self.printer_columns[rtype.resource],
+                                int(obj["metadata"]["resourceVersion"]))
+        return obj
+
+    async def _serve_create(self, request: kmock.Request) -> Payload:
+        rtype = self.store.type_of(request.resource)
+        body = _json_body(request)
+        return kmock.Response(status=201, payload=self.store.create(rtype, request.namespace, body))
+
+    async def _serve_update(self, request: kmock.Request) -> Payload:
+        rtype = self.store.type_of(request.resource)
+        content_type = _header(request, "Content-Type") or "application/merge-patch+json"
+        if content_type.startswith("application/apply-patch"):
+            return self._server_side_apply(rtype, request)
+        return self.store.patch(rtype, request.namespace, request.name, _json_body(request),
+                                content_type=content_type, subresource=request.subresource)
+
+    async def _serve_replace(self, request: kmock.Request) -> Payload:
+        rtype = self.store.type_of(request.resource)
+        return self.store.replace(rtype, request.namespace, request.name, _json_body(request),
+                                  subresource=request.subresource)
+
+    async def _serve_delete(self, request: kmock.Request) -> Payload:
+        rtype = self.store.type_of(request.resource)
+        options = request.data if isinstance(request.data, dict) else {}
+        propagation = options.get("propagationPolicy") or request.params.get("propagationPolicy")
+        if propagation is None and options.get("orphanDependents") is not None:
+            propagation = "Orphan" if options["orphanDependents"] else "Background"
+        return self.store.delete(rtype, request.namespace, request.name,
+                                 propagation=propagation,
+                                 preconditions=options.get("preconditions"))
+
+    async def _serve_watch(self, request: kmock.Request) -> Payload:
+        # A JSON content type, or client-go refuses the stream ("no stream serializers
+        # registered for application/octet-stream", kmock's default for streams).
+        rtype = self.store.type_of(request.resource)
+        return kmock.Response(headers={"Content-Type": "application/json"},
+                              payload=self._watch_stream(rtype, request))
+
+    async def _watch_stream(self, rtype: ResourceType,
+                            request: kmock.Request) -> AsyncIterator[Payload]:
+        since = request.params.get("resourceVersion") or "0"
+        timeout = float(request.params.get("timeoutSeconds") or 0) or None
+        matches = _selection(request)
+        columns = self._table_columns(rtype, request)
+        yield b""  # send the headers now: the client knows the watch is established
+        try:
+            initial, subscription = self.store.subscribe(
+                rtype, None if since == "0" else int(since))
+        except ApiError as exc:
+            yield {"type": "ERROR", "object": exc.as_status()}
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            for event in initial:
+                if (shown := _as_seen(event, matches, columns)) is not None:
+                    yield shown
+            while True:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return
+                try:
+                    event = await asyncio.wait_for(subscription.queue.get(), remaining)
+                except TimeoutError:
+                    return
+                if event is None:  # the server is stopping
+                    return
+                if (shown := _as_seen(event, matches, columns)) is not None:
+                    yield shown
+        finally:
+            self.store.unsubscribe(subscription)
+
+    def _table_columns(self, rtype: ResourceType,
+                       request: kmock.Request) -> tuple[dict[str, Any], ...] | None:
+        """The printer columns to render a Table with, when the client asks for one and the
+        resource has server-side printing (custom resources do); else None."""
+        if wants_table(_header(request, "Accept") or ""):
+            return self.printer_columns.get(rtype.resource)
+        return None
+
+    def _server_side_apply(self, rtype: ResourceType, request: kmock.Request) -> Payload:
+        """Server-side apply, approximated: create when absent, else a merge patch."""
+        body = yaml.safe_load(request.body or b"{}") or {}
+        if self.store.get(rtype, request.namespace, request.name) is None:
+            body.setdefault("metadata", {})["name"] = request.name
+            return kmock.Response(status=201,
+                                  payload=self.store.create(rtype, request.namespace, body))
+        return self.store.patch(rtype, request.namespace, request.name, body,
+                                subresource=request.subresource)
+
+
+def _is_put(request: kmock.Request) -> bool:
+    return request.method == "PUT" and request.resource is not None and bool(request.name)
+
+
+def _header(request: kmock.Request, name: str) -> str | None:
+    for key, value in request.headers.items():
+        if key.lower() == name.lower():
+            return str(value)
+    return None
+
+
+def _json_body(request: kmock.Request) -> Any:
+    if request.data is None and request.body:
+        content_type = _header(request, "Content-Type")
+        raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an "
+                       f"unknown format ({content_type}); this emulator speaks JSON only")
+    return request.data if request.data is not None else {}
+
+
+def _selection(request: kmock.Request) -> Callable[[dict[str, Any]], bool]:
+    """The namespace, name, label and field selection of a list or watch request."""
+    labels = parse_label_selector(request.params.get("labelSelector"))
+    fields = parse_field_selector(request.params.get("fieldSelector"))
+    namespace, name = request.namespace, request.name
+
+    def matches(obj: dict[str, Any]) -> bool:
+        meta = obj.get("metadata") or {}
+        return bool(
+            (namespace is None or meta.get("namespace") == namespace)
+            and (name is None or meta.get("name") == name)
+            and labels(obj) and fields(obj)
+        )
+
+    return matches
+
+
+def _as_seen(event: WatchEvent, matches: Callable[[dict[str, Any]], bool],
+             columns: tuple[dict[str, Any], ...] | None = None) -> Payload | None:
+    """The event as a selective watch sees it: objects entering or leaving the selection
+    show up as ADDED or DELETED, like on a real apiserver."""
+    now = matches(event.obj)
+    before = event.old is not None and matches(event.old)
+    if event.type == "MODIFIED" and now != before:
+        kind = "ADDED" if now else "DELETED"
+    elif event.type == "DELETED":
+        kind = "DELETED" if now or before else None
+    else:
+        kind = event.type if now else None
+    if kind is None:
+        return None
+    if columns is not None:
+        return {"type": kind, "object": render_table([event.obj], columns, event.rv)}
+    return {"type": kind, "object": event.obj}

@@ -1,0 +1,162 @@
+"""Built-in resources the emulator serves, and the defaulting the apiserver applies to them.
+
+Discovery data (kinds, verbs, short names) comes from kmock's bundled K3s catalogue, so
+`kubectl get po`/`jobs`/`secrets` resolve exactly as against a real cluster.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import warnings
+from typing import Any
+
+import kmock
+
+from tests.k8s.apimachinery import ApiError
+from tests.k8s.store import Body, Hook
+
+#: Built-in resources served by default (group/version/plural, as kmock spells them).
+BUILTIN_RESOURCES = (
+    "v1/namespaces",
+    "v1/pods",
+    "v1/secrets",
+    "v1/configmaps",
+    "v1/serviceaccounts",
+    "v1/events",
+    "events.k8s.io/v1/events",
+    "batch/v1/jobs",
+    "coordination.k8s.io/v1/leases",
+    "apiextensions.k8s.io/v1/customresourcedefinitions",
+)
+
+#: What kmock's catalogue lacks: kopf's own peering resources (used unless standalone).
+KOPF_PEERINGS = (
+    ("kopf.dev/v1/kopfpeerings", "KopfPeering", True),
+    ("kopf.dev/v1/clusterkopfpeerings", "ClusterKopfPeering", False),
+)
+
+ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
+
+
+def bundled_catalogue() -> kmock.ResourcesArray:
+    catalogue = kmock.ResourcesArray()
+    with warnings.catch_warnings():  # kmock 0.8 uses the deprecated importlib.resources API
+        warnings.simplefilter("ignore", DeprecationWarning)
+        catalogue.load_bundled()
+    return catalogue
+
+
+# --- Admission (defaulting and validation the apiserver does for built-in kinds) -----------
+
+
+def default_secret(secret: Body, old: Body | None) -> None:
+    """`stringData` is write-only: the apiserver folds it into base64 `data`."""
+    string_data = secret.pop("stringData", None) or {}
+    data = secret.setdefault("data", {})
+    for key, value in string_data.items():
+        data[key] = base64.b64encode(str(value).encode()).decode()
+    secret.setdefault("type", "Opaque")
+
+
+def _default_containers(pod_spec: Body) -> None:
+    for container in pod_spec.get("containers", []) + pod_spec.get("initContainers", []):
+        container.setdefault("terminationMessagePath", "/dev/termination-log")
+        container.setdefault("terminationMessagePolicy", "File")
+        image = str(container.get("image", ""))
+        tag = image.rsplit("/", 1)[-1].partition(":")[2]
+        pull = "Always" if tag in ("", "latest") and "@" not in image else "IfNotPresent"
+        container.setdefault("imagePullPolicy", pull)
+    pod_spec.setdefault("restartPolicy", "Always")
+    pod_spec.setdefault("terminationGracePeriodSeconds", 30)
+    pod_spec.setdefault("dnsPolicy", "ClusterFirst")
+    pod_spec.setdefault("schedulerName", "default-scheduler")
+
+
+def default_pod(pod: Body, old: Body | None) -> None:
+    if old is None:
+        _default_containers(pod.setdefault("spec", {}))
+
+
+def default_job(job: Body, old: Body | None) -> None:
+    """Defaults and labels of a new Job; its pod template is immutable afterwards."""
+    name = job["metadata"]["name"]
+    if old is not None:
+        if job.get("spec", {}).get("template") != old.get("spec", {}).get("template"):
+            raise ApiError(422, "Invalid", f'Job.batch "{name}" is invalid: spec.template: '
+                           "Invalid value: field is immutable", name=name)
+        return
+    spec = job.setdefault("spec", {})
+    template = spec.setdefault("template", {})
+    pod_spec = template.setdefault("spec", {})
+    if pod_spec.get("restartPolicy") not in ("Never", "OnFailure"):
+        raise ApiError(422, "Invalid", f'Job.batch "{name}" is invalid: '
+                       'spec.template.spec.restartPolicy: Required value: valid values: '
+                       '"OnFailure", "Never"', name=name)
+    if spec.get("podFailurePolicy") and pod_spec["restartPolicy"] != "Never":
+        raise ApiError(422, "Invalid", f'Job.batch "{name}" is invalid: '
+                       "spec.podFailurePolicy: Invalid value: only \"Never\" is supported "
+                       "when podFailurePolicy is specified", name=name)
+    _default_containers(pod_spec)
+    for key, value in (("backoffLimit", 6), ("completions", 1), ("parallelism", 1),
+                       ("suspend", False), ("completionMode", "NonIndexed"),
+                       ("manualSelector", False)):
+        spec.setdefault(key, value)
+    uid = job["metadata"]["uid"]
+    labels = {
+        "batch.kubernetes.io/controller-uid": uid,
+        "batch.kubernetes.io/job-name": name,
+        "controller-uid": uid,
+        "job-name": name,
+    }
+    spec.setdefault("selector", {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}})
+    template.setdefault("metadata", {}).setdefault("labels", {}).update(labels)
+    if not job["metadata"].get("labels"):
+        job["metadata"]["labels"] = copy.deepcopy(template["metadata"]["labels"])
+
+
+ADMISSION: dict[str, list[Hook]] = {
+    "v1/secrets": [default_secret],
+    "v1/pods": [default_pod],
+    "batch/v1/jobs": [default_job],
+}
+
+
+def apply_schema_defaults(value: Any, schema: dict[str, Any]) -> None:
+    """Structural-schema defaulting, as the apiserver does for custom resources: a missing
+    property with a `default` gets it, wherever its parent object exists."""
+    if isinstance(value, dict):
+        for name, prop in (schema.get("properties") or {}).items():
+            if name not in value and "default" in prop:
+                value[name] = copy.deepcopy(prop["default"])
+            if name in value:
+                apply_schema_defaults(value[name], prop)
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for item in value:
+            apply_schema_defaults(item, schema["items"])
+
+
+def schema_defaulting(schema: dict[str, Any]) -> Hook:
+    def hook(obj: Body, old: Body | None) -> None:
+        apply_schema_defaults(obj, schema)
+
+    return hook
+
+
+def crd_registration(crd: Body) -> dict[str, Any]:
+    """Keyword arguments for `Emulator.register()` read from a CustomResourceDefinition."""
+    spec = crd["spec"]
+    names = spec["names"]
+    version = next((v for v in spec["versions"] if v.get("storage")), spec["versions"][0])
+    schema = (version.get("schema") or {}).get("openAPIV3Schema") or {}
+    return {
+        "resource": f"{spec['group']}/{version['name']}/{names['plural']}",
+        "kind": names["kind"],
+        "namespaced": spec.get("scope", "Namespaced") == "Namespaced",
+        "status_subresource": "status" in (version.get("subresources") or {}),
+        "singular": names.get("singular"),
+        "short_names": tuple(names.get("shortNames") or ()),
+        "categories": tuple(names.get("categories") or ()),
+        "admission": (schema_defaulting(schema),) if schema else (),
+        "printer_columns": tuple(version.get("additionalPrinterColumns") or ()),
+    }
