@@ -1,0 +1,209 @@
+"""A fake Job controller: one pod at a time per Job, status like Kubernetes >= 1.31.
+
+For each new Job it creates a pod (`<job>-<5 chars>`, the Job's labels and pod template, an
+owner reference), lets the fake kubelet run it, and writes the Job status: `startTime`,
+`active`/`ready`, then `SuccessCriteriaMet` + `Complete`, or `FailureTarget` + `Failed` with the
+reason a real controller gives (`PodFailurePolicy`, `BackoffLimitExceeded`, `DeadlineExceeded`).
+Retries follow `backoffLimit` (a new pod each time, `failed` counting them) and `podFailurePolicy`
+(`FailJob`, `Ignore`, `Count` on exit codes). A deleted Job stops being managed; whether its
+running pod dies depends on the deletion's propagation policy (the emulator's garbage collector
+deletes the pod for Background/Foreground; the kubelet kills a deleted pod's process).
+
+Not emulated: parallelism/completions above 1, suspend, ttlSecondsAfterFinished, the
+exponential back-off delay between retries (see `retry_delay`), pod conditions in rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+from tests.k8s.apimachinery import ApiError, now_rfc3339
+from tests.k8s.emulator import JOBS, PODS, Emulator
+
+if TYPE_CHECKING:
+    from tests.k8s.kubelet import FakeKubelet
+
+
+@dataclasses.dataclass(frozen=True)
+class PodOutcome:
+    pod: str
+    container: str
+    exit_code: int
+    message: str
+
+
+class JobController:
+    def __init__(self, emulator: Emulator, kubelet: FakeKubelet, *,
+                 retry_delay: float = 0.0) -> None:
+        self.emulator = emulator
+        self.store = emulator.store
+        self.kubelet = kubelet
+        self.retry_delay = retry_delay
+        self._jobs: dict[str, asyncio.Task[None]] = {}
+        self._seen: set[str] = set()  # a Job is taken up once, whatever events follow
+        self._pod_tasks: dict[str, asyncio.Future[asyncio.Task[PodOutcome]]] = {}
+
+    async def run(self) -> None:
+        initial, subscription = self.store.subscribe(self.emulator.rtype(JOBS), None)
+        try:
+            for event in initial:
+                self._on_job_event(event.type, event.obj)
+            while (event := await subscription.queue.get()) is not None:
+                self._on_job_event(event.type, event.obj)
+        finally:
+            self.store.unsubscribe(subscription)
+            tasks = list(self._jobs.values())
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _on_job_event(self, event_type: str, job: dict[str, Any]) -> None:
+        uid = job["metadata"]["uid"]
+        if event_type == "DELETED":
+            task = self._jobs.pop(uid, None)
+            if task is not None:
+                task.cancel()  # the Job is gone: nothing left to manage or report on
+        elif uid not in self._seen and not _finished(job):
+            self._seen.add(uid)
+            self._jobs[uid] = asyncio.get_running_loop().create_task(
+                self._manage(job), name=f"job {job['metadata']['name']}")
+
+    # --- Hooks for the kubelet ---------------------------------------------------------------
+
+    def pod_started(self, pod_uid: str, task: asyncio.Task[PodOutcome]) -> None:
+        future = self._pod_tasks.setdefault(pod_uid, asyncio.get_running_loop().create_future())
+        if not future.done():
+            future.set_result(task)
+
+    def pod_running(self, pod: dict[str, Any]) -> None:
+        job = _owner_job(pod)
+        if job is not None:
+            self._patch_status(pod["metadata"]["namespace"], job, {"ready": 1})
+
+    # --- One Job ----------------------------------------------------------------------------
+
+    async def _manage(self, job: dict[str, Any]) -> None:
+        ns, name = job["metadata"]["namespace"], job["metadata"]["name"]
+        spec = job["spec"]
+        self._patch_status(ns, name, {"startTime": now_rfc3339(), "active": 0, "ready": 0,
+                                      "terminating": 0, "uncountedTerminatedPods": {}})
+        failed = 0
+        pod_uid = None
+        try:
+            async with asyncio.timeout(spec.get("activeDeadlineSeconds")):
+                while True:
+                    pod_uid = self._create_pod(job)
+                    self._patch_status(ns, name, {"active": 1})
+                    task = await asyncio.shield(self._pod_tasks[pod_uid])
+                    outcome = await asyncio.shield(task)  # a deadline must not kill it here
+                    del self._pod_tasks[pod_uid]
+                    pod_uid = None
+                    if outcome.exit_code == 0:
+                        self._finish(ns, name, succeeded=True, reason="CompletionsReached",
+                                     message="Reached expected number of succeeded pods")
+                        return
+                    action, index = _failure_policy_action(spec, outcome)
+                    if action == "Ignore":
+                        self._patch_status(ns, name, {"active": 0, "ready": 0})
+                        continue
+                    failed += 1
+                    self._patch_status(ns, name, {"active": 0, "ready": 0, "failed": failed})
+                    if action == "FailJob":
+                        self._finish(ns, name, succeeded=False, reason="PodFailurePolicy",
+                                     message=f"Container {outcome.container} for pod {ns}/"
+                                     f"{outcome.pod} failed with exit code {outcome.exit_code} "
+                                     f"matching FailJob rule at index {index}")
+                        return
+                    if failed > spec.get("backoffLimit", 6):
+                        self._finish(ns, name, succeeded=False, reason="BackoffLimitExceeded",
+                                     message="Job has reached the specified backoff limit")
+                        return
+                    if self.retry_delay:
+                        await asyncio.sleep(self.retry_delay)  # the controller's back-off
+        except TimeoutError:
+            if pod_uid is not None:
+                await self.kubelet.terminate(pod_uid, reason="DeadlineExceeded")
+                failed += 1
+            self._patch_status(ns, name, {"active": 0, "ready": 0, "failed": failed})
+            self._finish(ns, name, succeeded=False, reason="DeadlineExceeded",
+                         message="Job was active longer than specified deadline")
+        finally:
+            self._jobs.pop(job["metadata"]["uid"], None)
+
+    def _create_pod(self, job: dict[str, Any]) -> str:
+        meta = job["metadata"]
+        template = copy.deepcopy(job["spec"]["template"])
+        pod_meta = template.get("metadata") or {}
+        pod = {
+            "metadata": {
+                "generateName": f"{meta['name']}-",
+                "labels": pod_meta.get("labels") or {},
+                "annotations": pod_meta.get("annotations") or {},
+                "ownerReferences": [{
+                    "apiVersion": "batch/v1", "kind": "Job", "name": meta["name"],
+                    "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True,
+                }],
+            },
+            "spec": {**template.get("spec", {}), "nodeName": "emulated-node"},
+        }
+        created = self.store.create(self.emulator.rtype(PODS), meta["namespace"], pod)
+        uid = created["metadata"]["uid"]
+        self._pod_tasks.setdefault(uid, asyncio.get_running_loop().create_future())
+        return uid
+
+    def _finish(self, ns: str, name: str, *, succeeded: bool, reason: str, message: str) -> None:
+        """Two writes, as since Kubernetes 1.31: the interim condition, then the final one."""
+        interim, final = ("SuccessCriteriaMet", "Complete") if succeeded \
+            else ("FailureTarget", "Failed")
+        conditions: list[dict[str, Any]] = []
+        for condition_type in (interim, final):
+            now = now_rfc3339()
+            conditions.append({"type": condition_type, "status": "True", "reason": reason,
+                               "message": message, "lastProbeTime": now,
+                               "lastTransitionTime": now})
+            status: dict[str, Any] = {"conditions": list(conditions), "active": None,
+                                      "ready": 0, "terminating": 0}
+            if succeeded:
+                status["succeeded"] = 1
+            if condition_type == final and succeeded:
+                status["completionTime"] = now
+            self._patch_status(ns, name, status)
+
+    def _patch_status(self, ns: str, name: str, status: dict[str, Any]) -> None:
+        with contextlib.suppress(ApiError):  # the Job may have been deleted meanwhile
+            self.store.patch(self.emulator.rtype(JOBS), ns, name, {"status": status},
+                             subresource="status")
+
+
+def _finished(job: dict[str, Any]) -> bool:
+    return any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+               for c in (job.get("status") or {}).get("conditions") or [])
+
+
+def _owner_job(pod: dict[str, Any]) -> str | None:
+    return next((ref["name"] for ref in pod["metadata"].get("ownerReferences") or []
+                 if ref.get("kind") == "Job"), None)
+
+
+def _failure_policy_action(spec: dict[str, Any], outcome: PodOutcome) -> tuple[str, int]:
+    """The action of the first `podFailurePolicy` rule matching the exit code ("Count" when
+    none matches), and that rule's index."""
+    rules = (spec.get("podFailurePolicy") or {}).get("rules") or []
+    for index, rule in enumerate(rules):
+        on_codes = rule.get("onExitCodes")
+        if not on_codes:
+            continue
+        if on_codes.get("containerName") not in (None, outcome.container):
+            continue
+        values = set(on_codes.get("values") or [])
+        if on_codes.get("operator") == "In":
+            matched = outcome.exit_code in values
+        else:  # NotIn: any non-zero exit code outside the values
+            matched = outcome.exit_code not in values
+        if matched:
+            return str(rule.get("action", "Count")), index
+    return "Count", -1

@@ -1,0 +1,482 @@
+"""A fake kubelet (and, through `JobController`, a fake Job controller) for the emulator.
+
+Pods in the emulator run as LOCAL processes: the container's `command + args` (the first
+word mapped through `command_map`, or found in the venv's `bin/`), with the container's env
+resolved from Secrets and ConfigMaps like a kubelet does, `TERMINATION_MESSAGE_PATH` pointing
+at a temporary file, and the pod status a real kubelet would report (phases, container states,
+exit codes, termination messages, `CreateContainerConfigError`, `ErrImagePull`).
+
+    kubelet = FakeKubelet(emulator, command_map={"umt-migrations": [sys.executable, "-m",
+                                                                    "umt_migrations"]})
+    kubelet.start()
+    with kubelet.held("umt-*"):          # the pod shows Running, the process waits
+        ...
+    assert kubelet.processes_started == 1
+
+Everything runs as tasks in the emulator's event loop; the public methods are for the test
+thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import dataclasses
+import fnmatch
+import hashlib
+import os
+import re
+import signal
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from tests.k8s.apimachinery import ApiError, field_value, now_rfc3339
+from tests.k8s.emulator import CONFIGMAPS, PODS, SECRETS, Emulator
+from tests.k8s.job_controller import JobController, PodOutcome
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+#: Host variables a local process needs; everything else comes from the pod spec.
+HOST_ENV = ("HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "PGPASSFILE", "SSL_CERT_FILE")
+MAX_MESSAGE_BYTES = 4096  # the kubelet keeps at most this much of a termination message file
+LOG_TAIL_LINES, LOG_TAIL_BYTES = 80, 2048  # FallbackToLogsOnError: the kubelet's log tail
+_VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
+
+
+class ContainerConfigError(Exception):
+    """The container cannot start yet: `CreateContainerConfigError` with this message."""
+
+
+@dataclasses.dataclass
+class ContainerRun:
+    """One local process started for a pod (what a test asserts "ran exactly once")."""
+
+    namespace: str
+    pod: str
+    job: str | None
+    argv: list[str]
+    env: dict[str, str]
+    exit_code: int | None = None
+    output: str = ""
+    termination_message: str = ""
+
+
+class FakeKubelet:
+    def __init__(self, emulator: Emulator, *,
+                 command_map: Mapping[str, Sequence[str]] | None = None,
+                 cwd: str | Path = REPO_ROOT,
+                 unpullable: Sequence[str] = ("does-not-exist",),
+                 extra_env: Mapping[str, str] | None = None,
+                 image_pull_backoff: float = 0.5,
+                 retry_delay: float = 0.0,
+                 kill_grace: float = 2.0) -> None:
+        self.emulator = emulator
+        self.store = emulator.store
+        self.command_map = {key: list(value) for key, value in (command_map or {}).items()}
+        self.cwd = Path(cwd)
+        self.unpullable = tuple(unpullable)
+        self.extra_env = dict(extra_env or {})
+        self.image_pull_backoff = image_pull_backoff
+        self.kill_grace = kill_grace
+        self.jobs = JobController(emulator, self, retry_delay=retry_delay)
+        #: Every process started, in order; `processes_started` counts them.
+        self.runs: list[ContainerRun] = []
+        self._pods: dict[str, asyncio.Task[PodOutcome]] = {}
+        self._seen_pods: set[str] = set()  # a pod runs once, whatever events follow
+        self._kill_reasons: dict[str, str] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._holds: list[str] = []
+        self._gate = asyncio.Event()
+        self._config_changed = asyncio.Event()
+        self._tmp = tempfile.TemporaryDirectory(prefix="umt-fake-kubelet-")
+
+    # --- Public API (test thread) ------------------------------------------------------------
+
+    @property
+    def processes_started(self) -> int:
+        return len(self.runs)
+
+    def start(self) -> FakeKubelet:
+        self.emulator.call(self._start)
+        self.emulator.add_stop_callback(self._shutdown)
+        return self
+
+    def stop(self) -> None:
+        if self._tasks:
+            self.emulator.submit(self._shutdown()).result(timeout=15)
+        self._tmp.cleanup()
+
+    def hold(self, pattern: str = "*") -> None:
+        """Keep matching pods (by Job name, else pod name; fnmatch) Running but not started:
+        the pod and Job look busy, the process waits for `release()`."""
+        self.emulator.call(self._holds.append, pattern)
+
+    def release(self, pattern: str | None = None) -> None:
+        """Release one hold (`pattern`) or all of them (None)."""
+        def drop() -> None:
+            if pattern is None:
+                self._holds.clear()
+            elif pattern in self._holds:
+                self._holds.remove(pattern)
+            self._open_gate()
+
+        self.emulator.call(drop)
+
+    pause = hold
+
+    def resume(self) -> None:
+        self.release(None)
+
+    @contextlib.contextmanager
+    def held(self, pattern: str = "*") -> Iterator[None]:
+        self.hold(pattern)
+        try:
+            yield
+        finally:
+            self.release(pattern)
+
+    def runs_for(self, job_or_pod: str) -> list[ContainerRun]:
+        return [run for run in self.runs if job_or_pod in (run.job, run.pod)]
+
+    # --- Loop side ---------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._watch_pods(), name="fake-kubelet pods"),
+            loop.create_task(self._watch_config(), name="fake-kubelet config"),
+            loop.create_task(self.jobs.run(), name="fake job controller"),
+        ]
+
+    async def _shutdown(self) -> None:
+        tasks = [*self._tasks, *self._pods.values()]
+        self._tasks = []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _open_gate(self) -> None:
+        self._gate.set()
+        self._gate = asyncio.Event()
+
+    def _is_held(self, name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self._holds)
+
+    async def _watch_pods(self) -> None:
+        initial, subscription = self.store.subscribe(self.emulator.rtype(PODS), None)
+        try:
+            for event in initial:
+                self._on_pod_event(event.type, event.obj)
+            while (event := await subscription.queue.get()) is not None:
+                self._on_pod_event(event.type, event.obj)
+        finally:
+            self.store.unsubscribe(subscription)
+
+    def _on_pod_event(self, event_type: str, pod: dict[str, Any]) -> None:
+        uid = pod["metadata"]["uid"]
+        if event_type == "DELETED" and uid in self._pods:
+            self._kill_reasons.setdefault(uid, "deleted")
+            self._pods[uid].cancel()
+        elif event_type == "ADDED" and uid not in self._seen_pods:
+            self._seen_pods.add(uid)
+            if (pod.get("status") or {}).get("phase") in (None, "Pending"):
+                task = asyncio.get_running_loop().create_task(self._run_pod(pod))
+                self._pods[uid] = task
+                self.jobs.pod_started(uid, task)
+
+    async def _watch_config(self) -> None:
+        """Wake pods stuck on a missing Secret/ConfigMap whenever one changes."""
+        subscriptions = []
+        getters: dict[asyncio.Future[Any], Any] = {}
+        try:
+            for resource in (SECRETS, CONFIGMAPS):
+                _, subscription = self.store.subscribe(self.emulator.rtype(resource), None)
+                subscriptions.append(subscription)
+                getters[asyncio.ensure_future(subscription.queue.get())] = subscription
+            while True:
+                done, _ = await asyncio.wait(getters, return_when=asyncio.FIRST_COMPLETED)
+                for future in done:
+                    subscription = getters.pop(future)
+                    getters[asyncio.ensure_future(subscription.queue.get())] = subscription
+                self._config_changed.set()
+                self._config_changed = asyncio.Event()
+        finally:
+            for subscription in subscriptions:
+                self.store.unsubscribe(subscription)
+            for future in getters:
+                future.cancel()
+
+    async def terminate(self, pod_uid: str, reason: str) -> None:
+        """Kill a pod's process (the Job controller's deadline) and wait until it stopped."""
+        task = self._pods.get(pod_uid)
+        if task is not None and not task.done():
+            self._kill_reasons[pod_uid] = reason
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run_pod(self, pod: dict[str, Any]) -> PodOutcome:
+        meta = pod["metadata"]
+        ns, name, uid = meta.get("namespace", "default"), meta["name"], meta["uid"]
+        job = next((ref["name"] for ref in meta.get("ownerReferences", [])
+                    if ref.get("kind") == "Job"), None)
+        container = pod["spec"]["containers"][0]
+        status = PodStatus(container, pod_ip="127.0.0.1")
+        try:
+            self._write_status(ns, name, status.waiting("ContainerCreating"))
+            if any(marker in str(container.get("image", "")) for marker in self.unpullable):
+                await self._fail_image_pull(ns, name, status)
+            env = await self._resolve_env_when_ready(pod, container, status)
+            self._write_status(ns, name, status.running())
+            self.jobs.pod_running(pod)
+            while self._is_held(job or name):
+                await self._gate.wait()
+            run = ContainerRun(ns, name, job, self._argv(container, env), env)
+            exit_code = await self._execute(run, container, status)
+        except asyncio.CancelledError:
+            # Killed (the Job's deadline): report it. Deleted, or the kubelet stopping: quiet.
+            reason = self._kill_reasons.pop(uid, "stopped")
+            if reason not in ("deleted", "stopped") and status.started_at is not None:
+                self._write_status(ns, name, status.terminated(143, "Error", ""))
+            raise
+        finally:
+            self._pods.pop(uid, None)
+        message = run.termination_message
+        self._write_status(ns, name, status.terminated(exit_code, None, message))
+        return PodOutcome(name, container["name"], exit_code, message)
+
+    async def _fail_image_pull(self, ns: str, name: str, status: PodStatus) -> None:
+        image = status.image
+        self._write_status(ns, name, status.waiting(
+            "ErrImagePull", f'failed to pull and unpack image "{image}": failed to resolve '
+            f'reference "{image}": {image}: not found'))
+        await asyncio.sleep(self.image_pull_backoff)  # the kubelet's back-off, not a test sync
+        self._write_status(ns, name, status.waiting(
+            "ImagePullBackOff", f'Back-off pulling image "{image}"'))
+        await asyncio.Future()  # never pulls: stays waiting until deleted or killed
+
+    async def _resolve_env_when_ready(self, pod: dict[str, Any], container: dict[str, Any],
+                                      status: PodStatus) -> dict[str, str]:
+        meta = pod["metadata"]
+        while True:
+            changed = self._config_changed
+            try:
+                return self._resolve_env(pod, container)
+            except ContainerConfigError as exc:
+                self._write_status(meta["namespace"], meta["name"],
+                                   status.waiting("CreateContainerConfigError", str(exc)))
+            await changed.wait()
+
+    def _resolve_env(self, pod: dict[str, Any], container: dict[str, Any]) -> dict[str, str]:
+        """The container's environment, resolved as the kubelet does (envFrom, then env)."""
+        ns = pod["metadata"]["namespace"]
+        env: dict[str, str] = {}
+        for source in container.get("envFrom") or []:
+            prefix = source.get("prefix", "")
+            for kind, ref in (("Secret", source.get("secretRef")),
+                              ("ConfigMap", source.get("configMapRef"))):
+                if ref is None:
+                    continue
+                data = self._config_data(kind, ns, ref["name"], bool(ref.get("optional")))
+                env.update({f"{prefix}{key}": value for key, value in (data or {}).items()})
+        for item in container.get("env") or []:
+            value = self._env_value(pod, ns, item, env)
+            if value is not None:
+                env[item["name"]] = value
+        return env
+
+    def _env_value(self, pod: dict[str, Any], ns: str, item: dict[str, Any],
+                   env: dict[str, str]) -> str | None:
+        if "valueFrom" not in item:
+            return _expand(str(item.get("value", "")), env)
+        source = item["valueFrom"]
+        for kind, key in (("Secret", "secretKeyRef"), ("ConfigMap", "configMapKeyRef")):
+            if key in source:
+                ref = source[key]
+                optional = bool(ref.get("optional"))
+                data = self._config_data(kind, ns, ref["name"], optional)
+                if data is None or ref["key"] in data:
+                    return None if data is None else data[ref["key"]]
+                if optional:
+                    return None
+                raise ContainerConfigError(
+                    f"couldn't find key {ref['key']} in {kind} {ns}/{ref['name']}")
+        if "fieldRef" in source:
+            path = source["fieldRef"]["fieldPath"]
+            match = re.fullmatch(r"metadata\.(labels|annotations)\['(.+)'\]", path)
+            if match:
+                return (pod["metadata"].get(match[1]) or {}).get(match[2], "")
+            return field_value(pod, path) or ""
+        return None
+
+    def _config_data(self, kind: str, ns: str, name: str, optional: bool) -> dict[str, str] | None:
+        obj = self.emulator.get(SECRETS if kind == "Secret" else CONFIGMAPS, ns, name)
+        if obj is None:
+            if optional:
+                return None
+            raise ContainerConfigError(f'{kind.lower()} "{name}" not found')
+        if kind == "Secret":
+            return {key: base64.b64decode(value).decode() for key, value in
+                    (obj.get("data") or {}).items()}
+        return dict(obj.get("data") or {})
+
+    def _argv(self, container: dict[str, Any], env: dict[str, str]) -> list[str]:
+        argv = [_expand(str(arg), env) for arg in
+                (container.get("command") or []) + (container.get("args") or [])]
+        if not argv:
+            return []
+        if argv[0] in self.command_map:
+            return self.command_map[argv[0]] + argv[1:]
+        if not os.path.isabs(argv[0]) and (VENV_BIN / argv[0]).exists():
+            return [str(VENV_BIN / argv[0]), *argv[1:]]
+        return argv
+
+    def _process_env(self, run: ContainerRun, message_path: Path) -> dict[str, str]:
+        env = {key: os.environ[key] for key in HOST_ENV if key in os.environ}
+        env["PATH"] = os.pathsep.join([str(VENV_BIN), os.environ.get("PATH", os.defpath)])
+        env["VIRTUAL_ENV"] = str(VENV_BIN.parent)
+        env["HOSTNAME"] = run.pod
+        env.update(self.extra_env)
+        env.update(run.env)
+        env["TERMINATION_MESSAGE_PATH"] = str(message_path)
+        return env
+
+    async def _execute(self, run: ContainerRun, container: dict[str, Any],
+                       status: PodStatus) -> int:
+        workdir = Path(tempfile.mkdtemp(dir=self._tmp.name, prefix=f"{run.pod}-"))
+        message_path = workdir / "termination-log"
+        message_path.touch()
+        if not run.argv:
+            run.exit_code = 128
+            run.termination_message = "the emulator cannot run an image's entrypoint: " \
+                                      "set the container's command"
+            return run.exit_code
+        process = await asyncio.create_subprocess_exec(
+            *run.argv, cwd=self.cwd, env=self._process_env(run, message_path),
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+        self.runs.append(run)  # counted once it really runs
+        self.emulator.notify()
+        output = b""
+        try:
+            assert process.stdout is not None
+            output = await process.stdout.read()
+            exit_code = await process.wait()
+        except asyncio.CancelledError:
+            await self._kill(process)
+            run.exit_code = 143
+            raise
+        finally:
+            self.emulator.server.pod_logs[(run.namespace, run.pod)] = \
+                output.decode(errors="replace")
+            self.emulator.notify()  # `wait_for(lambda: run.exit_code ...)` may be waiting
+        run.output = output.decode(errors="replace")
+        run.exit_code = exit_code if exit_code >= 0 else 128 - exit_code
+        run.termination_message = _termination_message(
+            message_path, run.output, run.exit_code,
+            container.get("terminationMessagePolicy", "File"))
+        return run.exit_code
+
+    async def _kill(self, process: asyncio.subprocess.Process) -> None:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, sig)
+            try:
+                await asyncio.wait_for(asyncio.shield(process.wait()), self.kill_grace)
+                return
+            except TimeoutError:
+                continue
+
+    def _write_status(self, ns: str, name: str, status: dict[str, Any]) -> None:
+        with contextlib.suppress(ApiError):  # the pod may be gone already
+            self.store.patch(self.emulator.rtype(PODS), ns, name, {"status": status},
+                             subresource="status")
+
+
+def _expand(text: str, env: Mapping[str, str]) -> str:
+    """Kubernetes `$(VAR)` references in env values, commands and args."""
+    return _VAR_REF.sub(lambda m: env.get(m[1], m[0]), text)
+
+
+def _termination_message(path: Path, output: str, exit_code: int, policy: str) -> str:
+    data = path.read_bytes()[-MAX_MESSAGE_BYTES:] if path.exists() else b""
+    if not data and exit_code != 0 and policy == "FallbackToLogsOnError":
+        tail = "\n".join(output.splitlines()[-LOG_TAIL_LINES:])
+        data = tail.encode()[-LOG_TAIL_BYTES:]
+    return data.decode(errors="replace")
+
+
+class PodStatus:
+    """Builds the successive `status` stanzas a kubelet writes for a one-container pod."""
+
+    def __init__(self, container: dict[str, Any], pod_ip: str) -> None:
+        self.container = container
+        self.image = str(container.get("image", ""))
+        self.pod_ip = pod_ip
+        self.start_time = now_rfc3339()
+        self.started_at: str | None = None
+        digest = hashlib.sha256(self.image.encode()).hexdigest()
+        self.image_id = f"{self.image.split(':')[0]}@sha256:{digest}"
+        self.container_id = f"containerd://{uuid.uuid4().hex}{uuid.uuid4().hex}"
+
+    def _stanza(self, phase: str, ready: bool, state: dict[str, Any], *, pulled: bool,
+                reason: str | None) -> dict[str, Any]:
+        now = now_rfc3339()
+        name = self.container["name"]
+        not_ready = None if ready else (reason or "ContainersNotReady")
+        message = None if ready or reason else f"containers with unready status: [{name}]"
+        conditions = [
+            {"type": "PodReadyToStartContainers", "status": "True"},
+            {"type": "Initialized", "status": "True"},
+            {"type": "Ready", "status": str(ready), "reason": not_ready, "message": message},
+            {"type": "ContainersReady", "status": str(ready), "reason": not_ready,
+             "message": message},
+            {"type": "PodScheduled", "status": "True"},
+        ]
+        for condition in conditions:
+            condition.update(lastProbeTime=None, lastTransitionTime=now)
+        return {
+            "phase": phase,
+            "conditions": conditions,
+            "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}],
+            "podIP": self.pod_ip, "podIPs": [{"ip": self.pod_ip}],
+            "startTime": self.start_time,
+            "qosClass": "BestEffort",
+            "containerStatuses": [{
+                "name": name,
+                "image": self.image,
+                "imageID": self.image_id if pulled else "",
+                "containerID": self.container_id if self.started_at else None,
+                "ready": ready,
+                "started": ready,
+                "restartCount": 0,
+                "state": state,
+                "lastState": {},
+            }],
+        }
+
+    def waiting(self, reason: str, message: str | None = None) -> dict[str, Any]:
+        state = {"waiting": {"reason": reason, "message": message}}
+        return self._stanza("Pending", False, state, pulled=False, reason=None)
+
+    def running(self) -> dict[str, Any]:
+        self.started_at = now_rfc3339()
+        state = {"running": {"startedAt": self.started_at}}
+        return self._stanza("Running", True, state, pulled=True, reason=None)
+
+    def terminated(self, exit_code: int, reason: str | None, message: str) -> dict[str, Any]:
+        state = {"terminated": {
+            "exitCode": exit_code,
+            "reason": reason or ("Completed" if exit_code == 0 else "Error"),
+            "message": message or None,
+            "startedAt": self.started_at,
+            "finishedAt": now_rfc3339(),
+            "containerID": self.container_id,
+        }}
+        phase = "Succeeded" if exit_code == 0 else "Failed"
+        return self._stanza(phase, False, state, pulled=True, reason="PodCompleted")
