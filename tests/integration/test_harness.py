@@ -1,0 +1,564 @@
+"""The Kubernetes test harness itself: the API emulator, the fake Job controller and kubelet,
+real `kubectl`/`helm`/`kubernetes` clients against it, and kopf run through `run_kopf`.
+
+Operator tests build on these behaviours; if one breaks here, the failure is the harness's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import textwrap
+from typing import Any
+
+import kmock
+import kopf
+import kubernetes.client
+import kubernetes.watch
+import pytest
+
+from tests.k8s.emulator import JOBS, PODS, SCHEMA_MIGRATIONS, SECRETS, Emulator
+from tests.k8s.fixtures import emulator, helm_binary, k8s_api, kopf_operator, kubectl, \
+    kubectl_binary, kubelet, kubelet_options  # noqa: F401 - pytest fixtures
+from tests.k8s.kubelet import FakeKubelet
+
+pytestmark = pytest.mark.integration
+
+NS = "default"
+REPORT = {"ok": True, "direction": "upgrade", "toRevision": "abc123"}
+
+
+def python_job(name: str, script: str, *, spec: dict[str, Any] | None = None,
+               env: list[dict[str, Any]] | None = None, image: str = "registry/umt:1.0",
+               policy: str = "File") -> dict[str, Any]:
+    """A Job whose container runs `python -c script` locally."""
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "backoffLimit": 0,
+            **(spec or {}),
+            "template": {"spec": {
+                "restartPolicy": "Never",
+                "containers": [{
+                    "name": "migrate", "image": image, "env": env or [],
+                    "command": [sys.executable, "-c", textwrap.dedent(script)],
+                    "terminationMessagePolicy": policy,
+                }],
+            }},
+        },
+    }
+
+
+def exit_with_report(code: int, report: dict[str, Any]) -> str:
+    return f"""
+        import json, os, sys
+        with open(os.environ["TERMINATION_MESSAGE_PATH"], "w") as f:
+            f.write(json.dumps({report!r}, separators=(",", ":")))
+        sys.exit({code})
+    """
+
+
+def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any] | None:
+    for item in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if item["type"] == kind and item["status"] == "True":
+            return item
+    return None
+
+
+def wait_job(cluster: Emulator, name: str, kind: str, timeout: float = 5) -> dict[str, Any]:
+    return cluster.wait_for_object(JOBS, NS, name, lambda job: condition(job, kind), timeout)
+
+
+def job_pods(cluster: Emulator, job: str) -> list[dict[str, Any]]:
+    return cluster.list(PODS, NS, labels={"job-name": job})
+
+
+def container_state(pod: dict[str, Any]) -> dict[str, Any]:
+    statuses = (pod.get("status") or {}).get("containerStatuses") or [{}]
+    return statuses[0].get("state") or {}
+
+
+def waiting_pod(cluster: Emulator, job: str, reasons: set[str]) -> dict[str, Any]:
+    def find() -> dict[str, Any] | None:
+        return next((pod for pod in job_pods(cluster, job)
+                     if container_state(pod).get("waiting", {}).get("reason") in reasons), None)
+
+    return cluster.wait_for(find, message=f"a pod of {job} waiting with {reasons}")
+
+
+def make_secret(cluster: Emulator, name: str = "umt-db", **data: str) -> None:
+    cluster.create(SECRETS, NS, {"metadata": {"name": name}, "stringData": data})
+
+
+DB_URL_ENV = [{"name": "DATABASE_URL",
+               "valueFrom": {"secretKeyRef": {"name": "umt-db", "key": "url"}}}]
+
+
+# --- The fake Job controller and kubelet ------------------------------------------------------
+
+
+def test_successful_job_completes_and_keeps_the_termination_message(
+        emulator: Emulator, kubelet: FakeKubelet) -> None:
+    make_secret(emulator, url="postgresql://u:p@db/umt")
+    script = f"""
+        import json, os
+        report = {{**{REPORT!r}, "url": os.environ["DATABASE_URL"]}}
+        with open(os.environ["TERMINATION_MESSAGE_PATH"], "w") as f:
+            f.write(json.dumps(report))
+    """
+    emulator.create(JOBS, NS, python_job("ok", script, env=DB_URL_ENV))
+
+    job = wait_job(emulator, "ok", "Complete")
+
+    assert [c["type"] for c in job["status"]["conditions"]] == ["SuccessCriteriaMet", "Complete"]
+    assert job["status"]["succeeded"] == 1 and "active" not in job["status"]
+    assert job["status"]["completionTime"] and job["status"]["startTime"]
+    (pod,) = job_pods(emulator, "ok")
+    assert pod["metadata"]["name"].startswith("ok-") and len(pod["metadata"]["name"]) == 8
+    assert pod["metadata"]["ownerReferences"][0]["uid"] == job["metadata"]["uid"]
+    assert pod["status"]["phase"] == "Succeeded"
+    terminated = container_state(pod)["terminated"]
+    assert (terminated["exitCode"], terminated["reason"]) == (0, "Completed")
+    assert json.loads(terminated["message"]) == {**REPORT, "url": "postgresql://u:p@db/umt"}
+    assert kubelet.processes_started == 1
+
+
+def test_fail_job_rule_fails_the_job_after_one_pod(
+        emulator: Emulator, kubelet: FakeKubelet) -> None:
+    policy = {"rules": [{"action": "FailJob",
+                         "onExitCodes": {"operator": "In", "values": [2, 3]}}]}
+    emulator.create(JOBS, NS, python_job("bad", exit_with_report(3, {"ok": False}), spec={
+        "backoffLimit": 4, "podFailurePolicy": policy}))
+
+    job = wait_job(emulator, "bad", "Failed")
+
+    (pod,) = job_pods(emulator, "bad")
+    failed = condition(job, "Failed")
+    assert failed is not None and failed["reason"] == "PodFailurePolicy"
+    assert failed["message"] == (f"Container migrate for pod {NS}/{pod['metadata']['name']} "
+                                 "failed with exit code 3 matching FailJob rule at index 0")
+    assert job["status"]["failed"] == 1
+    seen = [[c["type"] for c in version.get("status", {}).get("conditions", [])]
+            for version in emulator.history(JOBS, NS, "bad")]
+    assert ["FailureTarget"] in seen and seen[-1] == ["FailureTarget", "Failed"]
+    assert container_state(pod)["terminated"]["exitCode"] == 3
+    assert kubelet.processes_started == 1
+
+
+def test_transient_failures_retry_up_to_the_backoff_limit(
+        emulator: Emulator, kubelet: FakeKubelet) -> None:
+    emulator.create(JOBS, NS, python_job("flaky", "import sys; sys.exit(1)",
+                                         spec={"backoffLimit": 1}))
+
+    job = wait_job(emulator, "flaky", "Failed")
+
+    assert condition(job, "Failed")["reason"] == "BackoffLimitExceeded"  # type: ignore[index]
+    assert job["status"]["failed"] == 2
+    assert len(job_pods(emulator, "flaky")) == 2
+    assert [run.exit_code for run in kubelet.runs_for("flaky")] == [1, 1]
+
+
+def test_missing_secret_or_key_blocks_the_container_like_a_kubelet(
+        emulator: Emulator, kubelet: FakeKubelet) -> None:
+    emulator.create(JOBS, NS, python_job("nosecret", "pass", env=DB_URL_ENV))
+
+    pod = waiting_pod(emulator, "nosecret", {"CreateContainerConfigError"})
+    assert container_state(pod)["waiting"]["message"] == 'secret "umt-db" not found'
+
+    make_secret(emulator, password="x")  # the Secret, but not the key
+    emulator.wait_for(lambda: container_state(job_pods(emulator, "nosecret")[0])["waiting"]
+                      .get("message") == f"couldn't find key url in Secret {NS}/umt-db")
+    assert emulator.get(JOBS, NS, "nosecret")["status"]["active"] == 1  # type: ignore[index]
+    assert kubelet.processes_started == 0
+
+    emulator.patch(SECRETS, NS, "umt-db", {"stringData": {"url": "sqlite://"}})
+    wait_job(emulator, "nosecret", "Complete")
+    assert kubelet.processes_started == 1
+
+
+def test_unpullable_image_never_runs(emulator: Emulator, kubelet: FakeKubelet) -> None:
+    emulator.create(JOBS, NS, python_job("noimage", "pass", image="registry/does-not-exist:1"))
+
+    pod = waiting_pod(emulator, "noimage", {"ErrImagePull", "ImagePullBackOff"})
+
+    assert "registry/does-not-exist:1" in container_state(pod)["waiting"]["message"]
+    assert pod["status"]["phase"] == "Pending"
+    assert kubelet.processes_started == 0
+
+
+def test_active_deadline_kills_the_process(emulator: Emulator, kubelet: FakeKubelet) -> None:
+    emulator.create(JOBS, NS, python_job("slow", "import time; time.sleep(60)",
+                                         spec={"activeDeadlineSeconds": 1}))
+
+    job = wait_job(emulator, "slow", "Failed", timeout=10)
+
+    failed = condition(job, "Failed")
+    assert failed is not None and failed["reason"] == "DeadlineExceeded"
+    assert failed["message"] == "Job was active longer than specified deadline"
+    (run,) = kubelet.runs_for("slow")
+    assert run.exit_code == 143
+    (pod,) = job_pods(emulator, "slow")
+    assert pod["status"]["phase"] == "Failed"
+
+
+def test_fallback_to_logs_on_error_uses_the_output_tail(
+        emulator: Emulator, kubelet: FakeKubelet) -> None:
+    script = "import sys; print('\\n'.join(f'line {i}' for i in range(200))); sys.exit(2)"
+    emulator.create(JOBS, NS, python_job("logs", script, policy="FallbackToLogsOnError"))
+
+    wait_job(emulator, "logs", "Failed")
+
+    message = container_state(job_pods(emulator, "logs")[0])["terminated"]["message"]
+    assert message.splitlines()[-1] == "line 199"
+    assert len(message.splitlines()) == 80 and len(message.encode()) <= 2048
+
+
+def test_held_job_looks_running_until_released(
+        emulator: Emulator, kubelet: FakeKubelet) -> None:
+    with kubelet.held("held-*"):
+        emulator.create(JOBS, NS, python_job("held-1", exit_with_report(0, REPORT)))
+        job = emulator.wait_for_object(JOBS, NS, "held-1",
+                                       lambda job: job.get("status", {}).get("ready") == 1)
+        assert job["status"]["active"] == 1 and condition(job, "Complete") is None
+        assert job_pods(emulator, "held-1")[0]["status"]["phase"] == "Running"
+        assert kubelet.processes_started == 0
+
+    wait_job(emulator, "held-1", "Complete")
+    assert kubelet.processes_started == 1
+
+
+@pytest.mark.parametrize(("propagation", "killed"), [("Background", True), ("Orphan", False)])
+def test_deleting_a_running_job(emulator: Emulator, kubelet: FakeKubelet, tmp_path: Any,
+                                propagation: str, killed: bool) -> None:
+    gate = tmp_path / "go"
+    script = f"""
+        import os, time
+        while not os.path.exists({str(gate)!r}):
+            time.sleep(0.01)
+    """
+    emulator.create(JOBS, NS, python_job("busy", script))
+    emulator.wait_for(lambda: kubelet.processes_started == 1)
+    (pod,) = job_pods(emulator, "busy")
+
+    emulator.delete(JOBS, NS, "busy", propagation=propagation)
+
+    name = pod["metadata"]["name"]
+    if killed:
+        emulator.wait_for(lambda: kubelet.runs[0].exit_code is not None)
+        assert kubelet.runs[0].exit_code == 143
+        assert emulator.get(PODS, NS, name) is None
+    else:
+        orphan = emulator.get(PODS, NS, name)
+        assert orphan is not None and "ownerReferences" not in orphan["metadata"]
+        gate.touch()
+        emulator.wait_for_object(PODS, NS, name,
+                                 lambda pod: pod["status"].get("phase") == "Succeeded")
+
+
+def test_job_pod_template_is_immutable_and_needs_a_restart_policy(emulator: Emulator) -> None:
+    from tests.k8s.apimachinery import ApiError
+
+    emulator.create(JOBS, NS, python_job("fixed", "pass"))
+    with pytest.raises(ApiError, match="field is immutable"):
+        emulator.patch(JOBS, NS, "fixed", {"spec": {"template": {"spec": {
+            "containers": [{"name": "migrate", "image": "other"}]}}}})
+    bad = python_job("bad", "pass")
+    del bad["spec"]["template"]["spec"]["restartPolicy"]
+    with pytest.raises(ApiError, match="restartPolicy"):
+        emulator.create(JOBS, NS, bad)
+
+
+# --- API semantics ----------------------------------------------------------------------------
+
+
+def smig(name: str, target: str = "head") -> dict[str, Any]:
+    return {"apiVersion": "migrations.umt.dev/v1alpha1", "kind": "SchemaMigration",
+            "metadata": {"name": name},
+            "spec": {"targetRevision": target, "database": {"urlSecretRef": {"name": "umt-db"}}}}
+
+
+def test_create_fills_in_server_metadata_and_schema_defaults(emulator: Emulator) -> None:
+    created = emulator.create(SCHEMA_MIGRATIONS, NS, smig("s1"))
+
+    meta = created["metadata"]
+    assert meta["namespace"] == NS and meta["generation"] == 1
+    assert meta["uid"] and meta["creationTimestamp"].endswith("Z")
+    assert int(meta["resourceVersion"]) > 0
+    assert created["status"] == {"observedGeneration": -1}  # the CRD's status default
+    assert created["spec"]["database"]["urlSecretRef"]["key"] == "url"
+    assert created["spec"]["allowDowngrade"] is False
+
+
+def test_generation_bumps_on_spec_changes_only(emulator: Emulator) -> None:
+    emulator.create(SCHEMA_MIGRATIONS, NS, smig("s1"))
+
+    status = emulator.patch_status(SCHEMA_MIGRATIONS, NS, "s1", {"observedGeneration": 1,
+                                                                 "phase": "Pending"})
+    assert status["metadata"]["generation"] == 1
+    ignored = emulator.patch(SCHEMA_MIGRATIONS, NS, "s1", {"status": {"phase": "Failed"}})
+    assert ignored["status"]["phase"] == "Pending"  # the main resource ignores status
+    labelled = emulator.patch(SCHEMA_MIGRATIONS, NS, "s1", {"metadata": {"labels": {"a": "b"}}})
+    assert labelled["metadata"]["generation"] == 1
+    changed = emulator.patch(SCHEMA_MIGRATIONS, NS, "s1", {"spec": {"targetRevision": "abc"}})
+    assert changed["metadata"]["generation"] == 2
+    via_status = emulator.patch(SCHEMA_MIGRATIONS, NS, "s1", {"spec": {"targetRevision": "x"}},
+                                subresource="status")
+    assert via_status["spec"]["targetRevision"] == "abc"  # /status ignores spec
+    rvs = [int(v["metadata"]["resourceVersion"])
+           for v in emulator.history(SCHEMA_MIGRATIONS, NS, "s1")]
+    assert rvs == sorted(set(rvs)) and len(rvs) == 4  # create + 3 real writes; no-ops skipped
+
+
+def test_finalizers_hold_deletion_until_removed(emulator: Emulator) -> None:
+    body = smig("s1")
+    body["metadata"]["finalizers"] = ["umt.dev/test"]
+    emulator.create(SCHEMA_MIGRATIONS, NS, body)
+
+    marked = emulator.delete(SCHEMA_MIGRATIONS, NS, "s1")
+    assert marked["metadata"]["deletionTimestamp"]
+    assert emulator.get(SCHEMA_MIGRATIONS, NS, "s1") is not None
+
+    emulator.patch(SCHEMA_MIGRATIONS, NS, "s1", {"metadata": {"finalizers": None}})
+    assert emulator.get(SCHEMA_MIGRATIONS, NS, "s1") is None
+
+
+def test_generate_name_and_label_selectors(emulator: Emulator, k8s_api: Any) -> None:
+    core = kubernetes.client.CoreV1Api(k8s_api)
+    for app in ("a", "a", "b"):
+        core.create_namespaced_config_map(NS, {"metadata": {"generateName": "cfg-",
+                                                            "labels": {"app": app}}})
+
+    names = {item.metadata.name for item in core.list_namespaced_config_map(NS).items}
+    selected = core.list_namespaced_config_map(NS, label_selector="app=a").items
+    excluded = core.list_namespaced_config_map(NS, label_selector="app!=a").items
+    in_set = core.list_namespaced_config_map(NS, label_selector="app in (b, c)").items
+
+    assert len(names) == 3 and all(name.startswith("cfg-") for name in names)
+    assert len(selected) == 2 and len(excluded) == 1 and len(in_set) == 1
+
+
+def test_stale_resource_version_is_a_conflict(emulator: Emulator, k8s_api: Any) -> None:
+    created = emulator.create(SCHEMA_MIGRATIONS, NS, smig("s1"))
+    emulator.patch(SCHEMA_MIGRATIONS, NS, "s1", {"spec": {"targetRevision": "abc"}})
+    custom = kubernetes.client.CustomObjectsApi(k8s_api)
+
+    with pytest.raises(kubernetes.client.ApiException) as error:
+        custom.patch_namespaced_custom_object(
+            "migrations.umt.dev", "v1alpha1", NS, "schemamigrations", "s1",
+            {"metadata": {"resourceVersion": created["metadata"]["resourceVersion"]},
+             "spec": {"targetRevision": "def"}})
+    assert error.value.status == 409
+
+
+def test_injected_api_failures_change_nothing(emulator: Emulator, k8s_api: Any) -> None:
+    emulator.create(SCHEMA_MIGRATIONS, NS, smig("s1"))
+    failing = emulator.server[kmock.method.PATCH, kmock.resource(SCHEMA_MIGRATIONS)] << 500
+    custom = kubernetes.client.CustomObjectsApi(k8s_api)
+
+    with pytest.raises(kubernetes.client.ApiException) as error:
+        custom.patch_namespaced_custom_object("migrations.umt.dev", "v1alpha1", NS,
+                                              "schemamigrations", "s1",
+                                              {"spec": {"targetRevision": "abc"}})
+
+    assert error.value.status == 500 and len(failing) == 1
+    unchanged = emulator.get(SCHEMA_MIGRATIONS, NS, "s1")
+    assert unchanged is not None and unchanged["spec"]["targetRevision"] == "head"
+
+
+def test_watch_resumes_from_the_listed_version_without_replay(
+        emulator: Emulator, k8s_api: Any) -> None:
+    custom = kubernetes.client.CustomObjectsApi(k8s_api)
+    args = ("migrations.umt.dev", "v1alpha1", NS, "schemamigrations")
+    emulator.create(SCHEMA_MIGRATIONS, NS, smig("old-1"))
+    emulator.create(SCHEMA_MIGRATIONS, NS, smig("old-2"))
+    listed = custom.list_namespaced_custom_object(*args)
+    emulator.create(SCHEMA_MIGRATIONS, NS, smig("new"))
+    emulator.patch(SCHEMA_MIGRATIONS, NS, "old-1", {"spec": {"targetRevision": "abc"}})
+
+    watch = kubernetes.watch.Watch()
+    stream = watch.stream(custom.list_namespaced_custom_object, *args, timeout_seconds=5,
+                          resource_version=listed["metadata"]["resourceVersion"])
+    seen = [(event["type"], event["object"]["metadata"]["name"])
+            for _, event in zip(range(2), stream, strict=False)]
+    watch.stop()
+
+    assert {item["metadata"]["name"] for item in listed["items"]} == {"old-1", "old-2"}
+    assert int(listed["metadata"]["resourceVersion"]) == max(
+        int(item["metadata"]["resourceVersion"]) for item in listed["items"])
+    assert seen == [("ADDED", "new"), ("MODIFIED", "old-1")]
+
+
+def test_watch_without_version_starts_with_existing_objects(
+        emulator: Emulator, k8s_api: Any) -> None:
+    custom = kubernetes.client.CustomObjectsApi(k8s_api)
+    emulator.create(SCHEMA_MIGRATIONS, NS, smig("s1"))
+    watch = kubernetes.watch.Watch()
+
+    first = next(iter(watch.stream(custom.list_namespaced_custom_object, "migrations.umt.dev",
+                                   "v1alpha1", NS, "schemamigrations",
+                                   resource_version="0")))
+    watch.stop()
+    assert (first["type"], first["object"]["metadata"]["name"]) == ("ADDED", "s1")
+
+
+def test_request_log_stays_bounded(emulator: Emulator, k8s_api: Any) -> None:
+    core = kubernetes.client.CoreV1Api(k8s_api)
+    for _ in range(emulator.server.request_log_size + 30):
+        core.list_namespaced_pod(NS)
+    assert len(emulator.server._requests) == emulator.server.request_log_size
+
+
+# --- Real clients -----------------------------------------------------------------------------
+
+
+def test_kubectl_get_patch_and_wait(emulator: Emulator, kubectl: Any) -> None:
+    emulator.create(SCHEMA_MIGRATIONS, NS, smig("s1"))
+
+    header, row = kubectl("get", "smig").stdout.splitlines()
+    assert header.split() == ["NAME", "READY", "REASON", "TARGET", "CURRENT", "AGE"]
+    assert row.split()[:2] == ["s1", "head"]  # unset columns print empty, as on a real cluster
+
+    kubectl("patch", "smig", "s1", "--type=merge", "-p", '{"spec":{"targetRevision":"abc"}}')
+    patched = emulator.get(SCHEMA_MIGRATIONS, NS, "s1")
+    assert patched["spec"]["targetRevision"] == "abc"  # type: ignore[index]
+    assert patched["metadata"]["generation"] == 2  # type: ignore[index]
+
+    waiter = kubectl.popen("wait", "--for=condition=Ready", "--timeout=10s", "smig/s1")
+    try:
+        emulator.wait_for(lambda: emulator.watchers(SCHEMA_MIGRATIONS) > 0 or waiter.poll(),
+                          timeout=10, message="kubectl wait watching")
+        emulator.patch_status(SCHEMA_MIGRATIONS, NS, "s1", {
+            "observedGeneration": 2, "currentRevision": "abc", "jobName": "s1-2",
+            "message": "at abc", "conditions": [{
+                "type": "Ready", "status": "True", "reason": "Succeeded", "message": "at abc",
+                "observedGeneration": 2, "lastTransitionTime": "2025-01-01T00:00:00Z"}]})
+        out, err = waiter.communicate(timeout=15)
+    finally:
+        waiter.kill()
+    assert waiter.returncode == 0, err
+    assert "condition met" in out
+
+    header, row = kubectl("get", "smig", "s1", "-o", "wide").stdout.splitlines()
+    assert header.split() == ["NAME", "READY", "REASON", "TARGET", "CURRENT", "AGE", "JOB",
+                              "MESSAGE"]
+    cells = row.split()
+    del cells[5]  # the age
+    assert cells == ["s1", "True", "Succeeded", "abc", "abc", "s1-2", "at", "abc"]
+
+
+def test_kubernetes_client_reads_jobs_pods_and_custom_resources(
+        emulator: Emulator, kubelet: FakeKubelet, k8s_api: Any) -> None:
+    emulator.create(SCHEMA_MIGRATIONS, NS, smig("s1"))
+    emulator.create(JOBS, NS, python_job("ok", exit_with_report(0, REPORT)))
+    wait_job(emulator, "ok", "Complete")
+
+    async def read() -> tuple[Any, Any, Any]:
+        batch = kubernetes.client.BatchV1Api(k8s_api)
+        core = kubernetes.client.CoreV1Api(k8s_api)
+        custom = kubernetes.client.CustomObjectsApi(k8s_api)
+        return await asyncio.gather(
+            asyncio.to_thread(batch.list_namespaced_job, NS),
+            asyncio.to_thread(core.list_namespaced_pod, NS, label_selector="job-name=ok"),
+            asyncio.to_thread(custom.get_namespaced_custom_object, "migrations.umt.dev",
+                              "v1alpha1", NS, "schemamigrations", "s1"),
+        )
+
+    jobs, pods, resource = asyncio.run(read())
+
+    (job,) = jobs.items
+    assert job.status.succeeded == 1
+    assert [c.type for c in job.status.conditions] == ["SuccessCriteriaMet", "Complete"]
+    (pod,) = pods.items
+    state = pod.status.container_statuses[0].state.terminated
+    assert state.exit_code == 0 and json.loads(state.message) == REPORT
+    assert resource["spec"]["targetRevision"] == "head"
+
+
+def test_helm_binary_is_helm_4(helm_binary: Any) -> None:
+    import subprocess
+
+    version = subprocess.run([str(helm_binary), "version", "--short"], capture_output=True,
+                             text=True, check=True).stdout
+    assert version.startswith("v4.")
+
+
+# --- kopf --------------------------------------------------------------------------------------
+
+
+def toy_registry(api: Any) -> kopf.OperatorRegistry:
+    """SchemaMigration → Job; the Job's completion → Ready. Not the real operator."""
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.create("migrations.umt.dev", "v1alpha1", "schemamigrations", id="create_job",
+                    registry=registry)
+    def create_job(name: str, namespace: str, body: kopf.Body, **_: Any) -> dict[str, str]:
+        job = python_job(f"{name}-1", exit_with_report(0, REPORT))
+        job["metadata"]["labels"] = {"toy": "yes"}
+        kopf.adopt(job, owner=body)
+        kubernetes.client.BatchV1Api(api).create_namespaced_job(namespace, job)
+        kopf.info(body, reason="JobCreated", message=f"created {name}-1")
+        return {"jobName": f"{name}-1"}
+
+    @kopf.on.field("batch", "v1", "jobs", field="status.conditions", labels={"toy": "yes"},
+                   id="job_changed", registry=registry)
+    def job_changed(new: Any, body: kopf.Body, namespace: str, **_: Any) -> None:
+        if any(c["type"] == "Complete" and c["status"] == "True" for c in new or []):
+            owner = body["metadata"]["ownerReferences"][0]["name"]
+            kubernetes.client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
+                "migrations.umt.dev", "v1alpha1", namespace, "schemamigrations", owner,
+                {"status": {"conditions": [{
+                    "type": "Ready", "status": "True", "reason": "Succeeded", "message": "ok",
+                    "observedGeneration": 1, "lastTransitionTime": "2025-01-01T00:00:00Z"}]}})
+
+    return registry
+
+
+def test_kopf_operator_reacts_through_run_kopf(
+        emulator: Emulator, kubelet: FakeKubelet, k8s_api: Any, kopf_operator: Any) -> None:
+    make_secret(emulator, url="sqlite://")
+    with kopf_operator(toy_registry(k8s_api)) as operator:
+        emulator.create(SCHEMA_MIGRATIONS, NS, smig("s1"))
+        ready = emulator.wait_for_object(
+            SCHEMA_MIGRATIONS, NS, "s1",
+            lambda obj: condition(obj, "Ready") and "create_job" in obj["status"], timeout=10)
+        events = emulator.wait_for(lambda: emulator.list("v1/events", NS))
+
+    assert not operator.thread.is_alive() and operator.error is None
+    assert ready["status"]["create_job"] == {"jobName": "s1-1"}
+    assert [job["metadata"]["name"] for job in emulator.list(JOBS, NS)] == ["s1-1"]
+    assert kubelet.processes_started == 1
+    assert events[0]["metadata"]["name"].startswith("kopf-event-")
+    assert events[0]["reason"] == "JobCreated"
+
+
+def test_kopf_sees_updates_and_deletes_through_finalizers(
+        emulator: Emulator, kopf_operator: Any) -> None:
+    registry = kopf.OperatorRegistry()
+    calls: list[Any] = []
+    resource = ("migrations.umt.dev", "v1alpha1", "schemamigrations")
+
+    @kopf.on.create(*resource, id="create", registry=registry)
+    def created(**_: Any) -> None:
+        calls.append("create")
+
+    @kopf.on.update(*resource, id="update", registry=registry)
+    def updated(diff: Any, **_: Any) -> None:
+        calls.append(("update", [tuple(change[1]) for change in diff]))
+
+    @kopf.on.delete(*resource, id="delete", registry=registry)
+    def deleted(**_: Any) -> None:
+        calls.append("delete")
+
+    with kopf_operator(registry):
+        emulator.create(SCHEMA_MIGRATIONS, NS, smig("s1"))
+        emulator.wait_for_object(SCHEMA_MIGRATIONS, NS, "s1",
+                                 lambda obj: obj["metadata"].get("finalizers") and calls)
+        emulator.patch(SCHEMA_MIGRATIONS, NS, "s1", {"spec": {"targetRevision": "abc"}})
+        emulator.wait_for(lambda: len(calls) == 2)
+        emulator.delete(SCHEMA_MIGRATIONS, NS, "s1")
+        emulator.wait_for(lambda: emulator.get(SCHEMA_MIGRATIONS, NS, "s1") is None)
+
+    assert calls == ["create", ("update", [("spec", "targetRevision")]), "delete"]

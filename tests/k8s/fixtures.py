@@ -1,0 +1,124 @@
+"""pytest fixtures for tests that need the emulated cluster.
+
+Use them from a conftest (`from tests.k8s.fixtures import *`) or a root conftest
+(`pytest_plugins = ["tests.k8s.fixtures"]`). Every test gets a fresh emulator with the CRDs of
+`crds/` registered, so discovery, printer columns and schema defaults match the real CRD.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.k8s.emulator import Emulator
+from tests.k8s.kopf_runner import run_kopf
+from tests.k8s.kubelet import FakeKubelet
+
+__all__ = [
+    "emulator", "kubelet", "kubelet_options", "k8s_api", "kubectl", "kubectl_binary",
+    "helm_binary", "kopf_operator",
+]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CRD_DIR = REPO_ROOT / "crds"
+FETCH_TOOLS = REPO_ROOT / "scripts" / "fetch-k8s-tools.sh"
+
+
+def register_repo_crds(cluster: Emulator, crd_dir: Path = CRD_DIR) -> None:
+    for path in sorted(crd_dir.glob("*.y*ml")):
+        for document in yaml.safe_load_all(path.read_text()):
+            if isinstance(document, dict) and document.get("kind") == "CustomResourceDefinition":
+                cluster.register_crd(document)
+
+
+@pytest.fixture
+def emulator() -> Iterator[Emulator]:
+    """A fresh emulated cluster (API server on a localhost port) with the repo's CRDs."""
+    with Emulator() as cluster:
+        register_repo_crds(cluster)
+        yield cluster
+
+
+@pytest.fixture
+def kubelet_options() -> dict[str, Any]:
+    """Override to configure the fake kubelet (`command_map`, `cwd`, `extra_env`, ...)."""
+    return {}
+
+
+@pytest.fixture
+def kubelet(emulator: Emulator, kubelet_options: dict[str, Any]) -> Iterator[FakeKubelet]:
+    """The fake Job controller and kubelet, running Jobs as local processes."""
+    fake = FakeKubelet(emulator, **kubelet_options).start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def k8s_api(emulator: Emulator) -> Iterator[Any]:
+    """A `kubernetes.client.ApiClient` for the emulator (sync; call it from the test thread
+    or through `asyncio.to_thread`)."""
+    with emulator.k8s_client() as client:
+        yield client
+
+
+def _tool(name: str) -> Path:
+    found = shutil.which(name)
+    if found:
+        return Path(found)
+    fetched = subprocess.run([str(FETCH_TOOLS)], check=True, capture_output=True, text=True)
+    return Path(fetched.stdout.strip()) / name
+
+
+@pytest.fixture(scope="session")
+def kubectl_binary() -> Path:
+    """`kubectl` from PATH, else the one `scripts/fetch-k8s-tools.sh` puts in .tools/bin."""
+    return _tool("kubectl")
+
+
+@pytest.fixture(scope="session")
+def helm_binary() -> Path:
+    """`helm` (4.x) from PATH, else fetched by `scripts/fetch-k8s-tools.sh`."""
+    return _tool("helm")
+
+
+class Kubectl:
+    """`kubectl` pointed at one emulator: `kubectl("get", "smig", "-o", "json")`."""
+
+    def __init__(self, binary: Path, cluster: Emulator) -> None:
+        self.binary = binary
+        self.env = cluster.kubectl_env()
+
+    def __call__(self, *args: str, input: str | None = None, check: bool = True,
+                 timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([str(self.binary), *args], input=input, env=self.env,
+                                capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n"
+                                 f"{result.stdout}{result.stderr}")
+        return result
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        """Start kubectl in the background (`wait`, `get -w`); the caller reaps it."""
+        return subprocess.Popen([str(self.binary), *args], env=self.env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+@pytest.fixture
+def kubectl(emulator: Emulator, kubectl_binary: Path) -> Kubectl:
+    return Kubectl(kubectl_binary, emulator)
+
+
+@pytest.fixture
+def kopf_operator(emulator: Emulator) -> Any:
+    """`with kopf_operator(registry, namespaces=["default"], configure=...):` runs kopf
+    against this test's emulator (see `tests.k8s.kopf_runner.run_kopf`)."""
+    def start(registry: Any, namespaces: Any = ("default",), **kwargs: Any) -> Any:
+        return run_kopf(registry, emulator, namespaces, **kwargs)
+
+    return start
