@@ -216,6 +216,26 @@ def test_fallback_to_logs_on_error_uses_the_output_tail(
     assert len(message.splitlines()) == 80 and len(message.encode()) <= 2048
 
 
+@pytest.mark.parametrize("kubelet_options", [{
+    "command_map": {"toy-runner": [sys.executable, "-c"]},
+    "path_map": {"/app": "/srv/checkout"},
+}])
+def test_commands_and_paths_are_mapped_to_local_ones(
+        emulator: Emulator, kubelet: FakeKubelet) -> None:
+    script = ("import os, sys; open(os.environ['TERMINATION_MESSAGE_PATH'], 'w')"
+              ".write(' '.join(sys.argv[1:] + [os.environ['CONFIG']]))")
+    job = python_job("mapped", "", env=[{"name": "TARGET", "value": "head"},
+                                        {"name": "CONFIG", "value": "/app/alembic.ini"}])
+    job["spec"]["template"]["spec"]["containers"][0].update(
+        command=["toy-runner", script], args=["--to", "$(TARGET)", "--config=/app/x.ini"])
+    emulator.create(JOBS, NS, job)
+
+    wait_job(emulator, "mapped", "Complete")
+
+    message = container_state(job_pods(emulator, "mapped")[0])["terminated"]["message"]
+    assert message == "--to head --config=/srv/checkout/x.ini /srv/checkout/alembic.ini"
+
+
 def test_held_job_looks_running_until_released(
         emulator: Emulator, kubelet: FakeKubelet) -> None:
     with kubelet.held("held-*"):
@@ -256,6 +276,24 @@ def test_deleting_a_running_job(emulator: Emulator, kubelet: FakeKubelet, tmp_pa
         gate.touch()
         emulator.wait_for_object(PODS, NS, name,
                                  lambda pod: pod["status"].get("phase") == "Succeeded")
+
+
+def test_deleting_an_owner_collects_its_jobs_and_pods(emulator: Emulator) -> None:
+    owner = emulator.create(SCHEMA_MIGRATIONS, NS, smig("s1"))
+    job = python_job("s1-1", "pass")
+    job["metadata"]["ownerReferences"] = [{
+        "apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": "s1",
+        "uid": owner["metadata"]["uid"], "controller": True}]
+    job = emulator.create(JOBS, NS, job)
+    emulator.create(PODS, NS, {
+        "metadata": {"name": "s1-1-abcde", "ownerReferences": [{
+            "apiVersion": "batch/v1", "kind": "Job", "name": "s1-1",
+            "uid": job["metadata"]["uid"]}]},
+        "spec": {"containers": [{"name": "migrate", "image": "x"}]}})
+
+    emulator.delete(SCHEMA_MIGRATIONS, NS, "s1")
+
+    assert emulator.list(JOBS, NS) == [] and emulator.list(PODS, NS) == []
 
 
 def test_job_pod_template_is_immutable_and_needs_a_restart_policy(emulator: Emulator) -> None:

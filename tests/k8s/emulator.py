@@ -109,6 +109,9 @@ class Emulator:
 
     async def _main(self, started: concurrent.futures.Future[str]) -> None:
         self._stopping = asyncio.Event()
+        # A plain aiohttp server rather than kmock.Server: that one also patches aiohttp's
+        # DNS resolution process-wide (kopf's client in another thread included) and keeps a
+        # client session of its own; neither is needed here.
         async with self.server:
             runner = aiohttp.web.ServerRunner(
                 aiohttp.web.Server(self.server, handler_cancellation=True, access_log=None),

@@ -45,16 +45,22 @@ def emulator() -> Iterator[Emulator]:
         yield cluster
 
 
+#: The image keeps the project in /app (alembic.ini, migrations/): locally, that is the repo.
+IMAGE_PATHS = {"/app": REPO_ROOT}
+
+
 @pytest.fixture
 def kubelet_options() -> dict[str, Any]:
-    """Override to configure the fake kubelet (`command_map`, `cwd`, `extra_env`, ...)."""
+    """Override (or parametrize) to configure the fake kubelet: `command_map`, `path_map`,
+    `cwd`, `extra_env`, `unpullable`, `retry_delay`..."""
     return {}
 
 
 @pytest.fixture
 def kubelet(emulator: Emulator, kubelet_options: dict[str, Any]) -> Iterator[FakeKubelet]:
-    """The fake Job controller and kubelet, running Jobs as local processes."""
-    fake = FakeKubelet(emulator, **kubelet_options).start()
+    """The fake Job controller and kubelet, running Jobs as local processes (image paths
+    under /app mapped to the repo)."""
+    fake = FakeKubelet(emulator, **{"path_map": IMAGE_PATHS, **kubelet_options}).start()
     yield fake
     fake.stop()
 

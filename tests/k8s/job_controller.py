@@ -89,8 +89,8 @@ class JobController:
     async def _manage(self, job: dict[str, Any]) -> None:
         ns, name = job["metadata"]["namespace"], job["metadata"]["name"]
         spec = job["spec"]
-        self._patch_status(ns, name, {"startTime": now_rfc3339(), "active": 0, "ready": 0,
-                                      "terminating": 0, "uncountedTerminatedPods": {}})
+        self._patch_status(ns, name, {"startTime": now_rfc3339(), "ready": 0, "terminating": 0,
+                                      "uncountedTerminatedPods": {}})
         failed = 0
         pod_uid = None
         try:
@@ -108,10 +108,10 @@ class JobController:
                         return
                     action, index = _failure_policy_action(spec, outcome)
                     if action == "Ignore":
-                        self._patch_status(ns, name, {"active": 0, "ready": 0})
+                        self._patch_status(ns, name, {"active": None, "ready": 0})
                         continue
                     failed += 1
-                    self._patch_status(ns, name, {"active": 0, "ready": 0, "failed": failed})
+                    self._patch_status(ns, name, {"active": None, "ready": 0, "failed": failed})
                     if action == "FailJob":
                         self._finish(ns, name, succeeded=False, reason="PodFailurePolicy",
                                      message=f"Container {outcome.container} for pod {ns}/"
@@ -128,7 +128,7 @@ class JobController:
             if pod_uid is not None:
                 await self.kubelet.terminate(pod_uid, reason="DeadlineExceeded")
                 failed += 1
-            self._patch_status(ns, name, {"active": 0, "ready": 0, "failed": failed})
+            self._patch_status(ns, name, {"active": None, "ready": 0, "failed": failed})
             self._finish(ns, name, succeeded=False, reason="DeadlineExceeded",
                          message="Job was active longer than specified deadline")
         finally:

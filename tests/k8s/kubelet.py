@@ -6,9 +6,7 @@ resolved from Secrets and ConfigMaps like a kubelet does, `TERMINATION_MESSAGE_P
 at a temporary file, and the pod status a real kubelet would report (phases, container states,
 exit codes, termination messages, `CreateContainerConfigError`, `ErrImagePull`).
 
-    kubelet = FakeKubelet(emulator, command_map={"umt-migrations": [sys.executable, "-m",
-                                                                    "umt_migrations"]})
-    kubelet.start()
+    kubelet = FakeKubelet(emulator, path_map={"/app": repo_root}).start()
     with kubelet.held("umt-*"):          # the pod shows Running, the process waits
         ...
     assert kubelet.processes_started == 1
@@ -20,37 +18,27 @@ thread.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import dataclasses
 import fnmatch
-import hashlib
 import os
-import re
 import signal
 import sys
 import tempfile
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tests.k8s.apimachinery import ApiError, field_value, now_rfc3339
+from tests.k8s.apimachinery import ApiError
 from tests.k8s.emulator import CONFIGMAPS, PODS, SECRETS, Emulator
 from tests.k8s.job_controller import JobController, PodOutcome
+from tests.k8s.pod_runtime import ContainerConfigError, PodStatus, expand, resolve_env, \
+    termination_message
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 #: Host variables a local process needs; everything else comes from the pod spec.
 HOST_ENV = ("HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "PGPASSFILE", "SSL_CERT_FILE")
-MAX_MESSAGE_BYTES = 4096  # the kubelet keeps at most this much of a termination message file
-LOG_TAIL_LINES, LOG_TAIL_BYTES = 80, 2048  # FallbackToLogsOnError: the kubelet's log tail
-_VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
-
-
-class ContainerConfigError(Exception):
-    """The container cannot start yet: `CreateContainerConfigError` with this message."""
-
 
 @dataclasses.dataclass
 class ContainerRun:
@@ -72,6 +60,7 @@ class FakeKubelet:
                  cwd: str | Path = REPO_ROOT,
                  unpullable: Sequence[str] = ("does-not-exist",),
                  extra_env: Mapping[str, str] | None = None,
+                 path_map: Mapping[str, str | Path] | None = None,
                  image_pull_backoff: float = 0.5,
                  retry_delay: float = 0.0,
                  kill_grace: float = 2.0) -> None:
@@ -81,6 +70,9 @@ class FakeKubelet:
         self.cwd = Path(cwd)
         self.unpullable = tuple(unpullable)
         self.extra_env = dict(extra_env or {})
+        #: Image paths to local ones, applied to args and env values (`{"/app": REPO_ROOT}`).
+        self.path_map = {prefix.rstrip("/"): str(local).rstrip("/")
+                         for prefix, local in (path_map or {}).items()}
         self.image_pull_backoff = image_pull_backoff
         self.kill_grace = kill_grace
         self.jobs = JobController(emulator, self, retry_delay=retry_delay)
@@ -266,67 +258,27 @@ class FakeKubelet:
         while True:
             changed = self._config_changed
             try:
-                return self._resolve_env(pod, container)
+                return resolve_env(pod, container, self._lookup)
             except ContainerConfigError as exc:
                 self._write_status(meta["namespace"], meta["name"],
                                    status.waiting("CreateContainerConfigError", str(exc)))
             await changed.wait()
 
-    def _resolve_env(self, pod: dict[str, Any], container: dict[str, Any]) -> dict[str, str]:
-        """The container's environment, resolved as the kubelet does (envFrom, then env)."""
-        ns = pod["metadata"]["namespace"]
-        env: dict[str, str] = {}
-        for source in container.get("envFrom") or []:
-            prefix = source.get("prefix", "")
-            for kind, ref in (("Secret", source.get("secretRef")),
-                              ("ConfigMap", source.get("configMapRef"))):
-                if ref is None:
-                    continue
-                data = self._config_data(kind, ns, ref["name"], bool(ref.get("optional")))
-                env.update({f"{prefix}{key}": value for key, value in (data or {}).items()})
-        for item in container.get("env") or []:
-            value = self._env_value(pod, ns, item, env)
-            if value is not None:
-                env[item["name"]] = value
-        return env
+    def _lookup(self, kind: str, ns: str, name: str) -> dict[str, Any] | None:
+        return self.emulator.get(SECRETS if kind == "Secret" else CONFIGMAPS, ns, name)
 
-    def _env_value(self, pod: dict[str, Any], ns: str, item: dict[str, Any],
-                   env: dict[str, str]) -> str | None:
-        if "valueFrom" not in item:
-            return _expand(str(item.get("value", "")), env)
-        source = item["valueFrom"]
-        for kind, key in (("Secret", "secretKeyRef"), ("ConfigMap", "configMapKeyRef")):
-            if key in source:
-                ref = source[key]
-                optional = bool(ref.get("optional"))
-                data = self._config_data(kind, ns, ref["name"], optional)
-                if data is None or ref["key"] in data:
-                    return None if data is None else data[ref["key"]]
-                if optional:
-                    return None
-                raise ContainerConfigError(
-                    f"couldn't find key {ref['key']} in {kind} {ns}/{ref['name']}")
-        if "fieldRef" in source:
-            path = source["fieldRef"]["fieldPath"]
-            match = re.fullmatch(r"metadata\.(labels|annotations)\['(.+)'\]", path)
-            if match:
-                return (pod["metadata"].get(match[1]) or {}).get(match[2], "")
-            return field_value(pod, path) or ""
-        return None
-
-    def _config_data(self, kind: str, ns: str, name: str, optional: bool) -> dict[str, str] | None:
-        obj = self.emulator.get(SECRETS if kind == "Secret" else CONFIGMAPS, ns, name)
-        if obj is None:
-            if optional:
-                return None
-            raise ContainerConfigError(f'{kind.lower()} "{name}" not found')
-        if kind == "Secret":
-            return {key: base64.b64decode(value).decode() for key, value in
-                    (obj.get("data") or {}).items()}
-        return dict(obj.get("data") or {})
+    def _local_path(self, text: str) -> str:
+        """`/app/alembic.ini` -> `<repo>/alembic.ini` for a `path_map` of `{"/app": repo}`."""
+        for prefix, local in self.path_map.items():
+            if text == prefix or text.startswith(prefix + "/"):
+                return local + text[len(prefix):]
+            if text.startswith("--") and f"={prefix}" in text:  # --config=/app/alembic.ini
+                option, _, value = text.partition("=")
+                return f"{option}={self._local_path(value)}"
+        return text
 
     def _argv(self, container: dict[str, Any], env: dict[str, str]) -> list[str]:
-        argv = [_expand(str(arg), env) for arg in
+        argv = [self._local_path(expand(str(arg), env)) for arg in
                 (container.get("command") or []) + (container.get("args") or [])]
         if not argv:
             return []
@@ -342,7 +294,7 @@ class FakeKubelet:
         env["VIRTUAL_ENV"] = str(VENV_BIN.parent)
         env["HOSTNAME"] = run.pod
         env.update(self.extra_env)
-        env.update(run.env)
+        env.update({key: self._local_path(value) for key, value in run.env.items()})
         env["TERMINATION_MESSAGE_PATH"] = str(message_path)
         return env
 
@@ -377,7 +329,7 @@ class FakeKubelet:
             self.emulator.notify()  # `wait_for(lambda: run.exit_code ...)` may be waiting
         run.output = output.decode(errors="replace")
         run.exit_code = exit_code if exit_code >= 0 else 128 - exit_code
-        run.termination_message = _termination_message(
+        run.termination_message = termination_message(
             message_path, run.output, run.exit_code,
             container.get("terminationMessagePolicy", "File"))
         return run.exit_code
@@ -396,87 +348,3 @@ class FakeKubelet:
         with contextlib.suppress(ApiError):  # the pod may be gone already
             self.store.patch(self.emulator.rtype(PODS), ns, name, {"status": status},
                              subresource="status")
-
-
-def _expand(text: str, env: Mapping[str, str]) -> str:
-    """Kubernetes `$(VAR)` references in env values, commands and args."""
-    return _VAR_REF.sub(lambda m: env.get(m[1], m[0]), text)
-
-
-def _termination_message(path: Path, output: str, exit_code: int, policy: str) -> str:
-    data = path.read_bytes()[-MAX_MESSAGE_BYTES:] if path.exists() else b""
-    if not data and exit_code != 0 and policy == "FallbackToLogsOnError":
-        tail = "\n".join(output.splitlines()[-LOG_TAIL_LINES:])
-        data = tail.encode()[-LOG_TAIL_BYTES:]
-    return data.decode(errors="replace")
-
-
-class PodStatus:
-    """Builds the successive `status` stanzas a kubelet writes for a one-container pod."""
-
-    def __init__(self, container: dict[str, Any], pod_ip: str) -> None:
-        self.container = container
-        self.image = str(container.get("image", ""))
-        self.pod_ip = pod_ip
-        self.start_time = now_rfc3339()
-        self.started_at: str | None = None
-        digest = hashlib.sha256(self.image.encode()).hexdigest()
-        self.image_id = f"{self.image.split(':')[0]}@sha256:{digest}"
-        self.container_id = f"containerd://{uuid.uuid4().hex}{uuid.uuid4().hex}"
-
-    def _stanza(self, phase: str, ready: bool, state: dict[str, Any], *, pulled: bool,
-                reason: str | None) -> dict[str, Any]:
-        now = now_rfc3339()
-        name = self.container["name"]
-        not_ready = None if ready else (reason or "ContainersNotReady")
-        message = None if ready or reason else f"containers with unready status: [{name}]"
-        conditions = [
-            {"type": "PodReadyToStartContainers", "status": "True"},
-            {"type": "Initialized", "status": "True"},
-            {"type": "Ready", "status": str(ready), "reason": not_ready, "message": message},
-            {"type": "ContainersReady", "status": str(ready), "reason": not_ready,
-             "message": message},
-            {"type": "PodScheduled", "status": "True"},
-        ]
-        for condition in conditions:
-            condition.update(lastProbeTime=None, lastTransitionTime=now)
-        return {
-            "phase": phase,
-            "conditions": conditions,
-            "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}],
-            "podIP": self.pod_ip, "podIPs": [{"ip": self.pod_ip}],
-            "startTime": self.start_time,
-            "qosClass": "BestEffort",
-            "containerStatuses": [{
-                "name": name,
-                "image": self.image,
-                "imageID": self.image_id if pulled else "",
-                "containerID": self.container_id if self.started_at else None,
-                "ready": ready,
-                "started": ready,
-                "restartCount": 0,
-                "state": state,
-                "lastState": {},
-            }],
-        }
-
-    def waiting(self, reason: str, message: str | None = None) -> dict[str, Any]:
-        state = {"waiting": {"reason": reason, "message": message}}
-        return self._stanza("Pending", False, state, pulled=False, reason=None)
-
-    def running(self) -> dict[str, Any]:
-        self.started_at = now_rfc3339()
-        state = {"running": {"startedAt": self.started_at}}
-        return self._stanza("Running", True, state, pulled=True, reason=None)
-
-    def terminated(self, exit_code: int, reason: str | None, message: str) -> dict[str, Any]:
-        state = {"terminated": {
-            "exitCode": exit_code,
-            "reason": reason or ("Completed" if exit_code == 0 else "Error"),
-            "message": message or None,
-            "startedAt": self.started_at,
-            "finishedAt": now_rfc3339(),
-            "containerID": self.container_id,
-        }}
-        phase = "Succeeded" if exit_code == 0 else "Failed"
-        return self._stanza(phase, False, state, pulled=True, reason="PodCompleted")
