@@ -7,6 +7,7 @@ Operator tests build on these behaviours; if one breaks here, the failure is the
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import sys
 import textwrap
@@ -485,6 +486,26 @@ def test_kubectl_get_patch_and_wait(emulator: Emulator, kubectl: Any) -> None:
     cells = row.split()
     del cells[5]  # the age
     assert cells == ["s1", "True", "Succeeded", "abc", "abc", "s1-2", "at", "abc"]
+
+
+def test_kubectl_apply_watch_and_delete(emulator: Emulator, kubectl: Any) -> None:
+    watcher = kubectl.popen("get", "smig", "--watch", "--output-watch-events")
+    try:
+        emulator.wait_for(lambda: emulator.watchers(SCHEMA_MIGRATIONS) > 0 or watcher.poll(),
+                          timeout=10, message="kubectl get --watch watching")
+        applied = kubectl("apply", "--validate=false", "-f", "-", input=json.dumps(smig("s1")))
+        assert "schemamigration.migrations.umt.dev/s1 created" in applied.stdout
+        kubectl("delete", "smig", "s1")
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            assert watcher.stdout is not None
+            lines = [pool.submit(watcher.stdout.readline).result(timeout=10).split()
+                     for _ in range(3)]
+    finally:
+        watcher.kill()
+        watcher.communicate()
+    assert lines[0][:3] == ["EVENT", "NAME", "READY"]  # server-side printing, while watching
+    assert [line[:3] for line in lines[1:]] == [["ADDED", "s1", "head"], ["DELETED", "s1", "head"]]
+    assert emulator.get(SCHEMA_MIGRATIONS, NS, "s1") is None
 
 
 def test_kubernetes_client_reads_jobs_pods_and_custom_resources(
