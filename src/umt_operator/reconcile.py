@@ -136,7 +136,7 @@ async def _create_job(
         ctx.metrics.jobs_created.inc()
         message = f"created Job {job_name} to migrate to {spec.target_revision} with {image}"
         logger.info(message)
-        kopf.info(dict(body), reason=reasons.JOB_CREATED, message=message)
+        kopf.event(dict(body), type="Normal", reason=reasons.JOB_CREATED, message=message)
     return job
 
 
@@ -144,10 +144,9 @@ async def _earlier_job_running(
     ctx: Context, body: Mapping[str, Any], job_name: str
 ) -> dict[str, Any] | None:
     """A Job of an earlier generation of this resource that has not finished, if any."""
-    status = body.get("status") or {}
-    if status.get("observedGeneration", -1) in (-1, None) and not status.get("jobName"):
-        return None  # a new resource has no earlier Jobs
     meta = body["metadata"]
+    if int(meta.get("generation") or 1) <= 1:
+        return None  # the first generation has no earlier Jobs
     jobs = await ctx.api.list_jobs(meta["namespace"], resource_selector(meta["name"]))
     for job in jobs:
         annotations = job["metadata"].get("annotations") or {}
@@ -273,11 +272,11 @@ def _observe_for_metrics(
         ctx.metrics.run_ended(result="succeeded", direction=direction, reason=reasons.SUCCEEDED,
                               seconds=seconds)
         logger.info(message)
-        kopf.info(dict(body), reason=reasons.SUCCEEDED, message=message)
+        kopf.event(dict(body), type="Normal", reason=reasons.SUCCEEDED, message=message)
     else:
         ready = next((c for c in new.get("conditions", []) if c["type"] == "Stalled"), {})
         reason = ready.get("reason") or reasons.JOB_FAILED
         message = event_message_for_failure(job["metadata"]["name"], observation)
         ctx.metrics.run_ended(result="failed", direction=direction, reason=reason, seconds=seconds)
         logger.error(message)
-        kopf.warn(dict(body), reason=reason, message=message)
+        kopf.event(dict(body), type="Warning", reason=reason, message=message)

@@ -1,0 +1,296 @@
+"""The operator end to end: kopf in-process against the API emulator, Jobs run by the fake
+kubelet as real ``umt-migrations migrate`` processes against a real PostgreSQL database.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kopf
+import pytest
+import sqlalchemy as sa
+
+from tests.alembic_projects import linear_chain, make_project
+from tests.conftest import REPO_ROOT
+from tests.k8s.emulator import EVENTS, JOBS, SCHEMA_MIGRATIONS, SECRETS, Emulator
+from tests.k8s.fixtures import *  # noqa: F403  (emulator, kubelet, kubectl, kopf_operator)
+from tests.k8s.kubelet import FakeKubelet
+
+pytestmark = pytest.mark.integration
+
+NS = "default"
+REVISIONS = sorted((REPO_ROOT / "migrations" / "versions").glob("*.py"))
+REVISION_IDS = [re.search(r"-([0-9a-f]{12})_", p.name).group(1) for p in REVISIONS]
+HEAD = REVISION_IDS[-1]
+TIMEOUT = 60
+
+
+@pytest.fixture
+def kubelet_options() -> dict[str, Any]:
+    return {"command_map": {"umt-migrations": [sys.executable, "-m", "umt_migrations"]},
+            "cwd": str(REPO_ROOT)}
+
+
+@pytest.fixture
+def registry() -> kopf.OperatorRegistry:
+    import umt_operator.handlers  # noqa: F401  (registers into the default registry)
+
+    return kopf.get_default_registry()
+
+
+@pytest.fixture
+def settings() -> Any:
+    from umt_operator.settings import Settings
+
+    return Settings.from_env({
+        "UMT_OPERATOR_DEFAULT_IMAGE": "registry.example/umt:1.0.0",
+        "UMT_OPERATOR_ALEMBIC_CONFIG": str(REPO_ROOT / "alembic.ini"),
+        "UMT_OPERATOR_LOCK_TIMEOUT_SECONDS": "60",
+        "UMT_OPERATOR_METRICS_PORT": "0",
+        "UMT_OPERATOR_JOB_BACKOFF_LIMIT": "1",
+    })
+
+
+class Operator:
+    """Starts and stops the real operator against the test's emulator."""
+
+    def __init__(self, emulator: Emulator, start: Any, registry: Any, settings: Any) -> None:
+        from umt_operator.metrics import Metrics
+
+        self.emulator, self._start, self.registry, self.settings = emulator, start, registry, settings
+        self.metrics = Metrics()
+        self._running: Any = None
+
+    def start(self) -> None:
+        memo = kopf.Memo(settings=self.settings, metrics=self.metrics,
+                         connection=kopf.ConnectionInfo(server=self.emulator.url))
+        self._running = self._start(self.registry, [NS], memo=memo)
+        self._running.__enter__()
+
+    def stop(self) -> None:
+        if self._running is not None:
+            running, self._running = self._running, None
+            running.__exit__(None, None, None)
+
+
+@pytest.fixture
+def operator(emulator: Emulator, kopf_operator: Any, registry: Any, settings: Any,
+             kubelet: FakeKubelet) -> Iterator[Operator]:
+    op = Operator(emulator, kopf_operator, registry, settings)
+    op.start()
+    yield op
+    op.stop()
+
+
+def add_secret(emulator: Emulator, url: str, name: str = "umt-db") -> None:
+    emulator.create(SECRETS, NS, {"apiVersion": "v1", "kind": "Secret",
+                                  "metadata": {"name": name}, "stringData": {"url": url}})
+
+
+def add_migration(emulator: Emulator, name: str = "umt-schema", **spec: Any) -> dict:
+    body = {"apiVersion": "migrations.umt.dev/v1alpha1", "kind": "SchemaMigration",
+            "metadata": {"name": name},
+            "spec": {"targetRevision": "head",
+                     "database": {"urlSecretRef": {"name": "umt-db", "key": "url"}}, **spec}}
+    return emulator.create(SCHEMA_MIGRATIONS, NS, body)
+
+
+def condition(obj: dict | None, type_: str) -> dict:
+    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if cond["type"] == type_:
+            return cond
+    return {}
+
+
+def wait_condition(emulator: Emulator, name: str, type_: str, reason: str | None = None,
+                   generation: int | None = None, timeout: float = TIMEOUT) -> dict:
+    """Wait until condition ``type_`` is True for the object's current generation."""
+    def check() -> dict | None:
+        obj = emulator.get(SCHEMA_MIGRATIONS, NS, name)
+        cond = condition(obj, type_)
+        gen = generation or (obj or {}).get("metadata", {}).get("generation")
+        if cond.get("status") == "True" and cond.get("observedGeneration") == gen \
+                and (reason is None or cond.get("reason") == reason):
+            return obj
+        return None
+    return emulator.wait_for(check, timeout=timeout, message=f"{name} {type_} {reason or ''}")
+
+
+def jobs_of(emulator: Emulator, name: str) -> list[dict]:
+    return [j for j in emulator.list(JOBS, NS)
+            if j["metadata"].get("annotations", {}).get("migrations.umt.dev/owner") == f"{NS}/{name}"]
+
+
+def db_revision(url: str) -> str | None:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+    finally:
+        engine.dispose()
+
+
+def event_reasons(emulator: Emulator, name: str) -> list[str]:
+    return [e.get("reason") for e in emulator.list(EVENTS, NS)
+            if (e.get("involvedObject") or {}).get("name") == name]
+
+
+def test_create_to_ready_at_head(emulator: Emulator, operator: Operator, kubelet: FakeKubelet,
+                                 pg_url: str, kubectl: Any) -> None:
+    add_secret(emulator, pg_url)
+    add_migration(emulator)
+    obj = wait_condition(emulator, "umt-schema", "Ready", "Succeeded")
+    status = obj["status"]
+    assert status["currentRevision"] == HEAD and status["targetRevision"] == HEAD
+    assert status["direction"] == "upgrade" and status["appliedRevisions"] == REVISION_IDS
+    assert status["phase"] == "Succeeded" and status["appliedImage"] == "registry.example/umt:1.0.0"
+    assert status["observedGeneration"] == 1
+    assert all(c["observedGeneration"] == 1 for c in status["conditions"])
+    assert condition(obj, "Reconciling")["status"] == "False"
+    assert condition(obj, "Stalled")["status"] == "False"
+    assert f"{len(REVISION_IDS)} steps" in status["message"]
+    assert db_revision(pg_url) == HEAD
+    assert len(jobs_of(emulator, "umt-schema")) == 1 and kubelet.processes_started == 1
+    emulator.wait_for(lambda: {"JobCreated", "Succeeded"} <= set(event_reasons(emulator, "umt-schema")))
+    # what users see with the real kubectl
+    kubectl("wait", "--for=condition=Ready", "smig/umt-schema", "--timeout=10s")
+    table = kubectl("get", "smig", "umt-schema").stdout
+    assert "True" in table and "Succeeded" in table and HEAD in table
+    assert "umt-schema-1-" in kubectl("get", "smig", "-o", "wide").stdout
+    secret_free = json.dumps(emulator.get(SCHEMA_MIGRATIONS, NS, "umt-schema"))
+    assert "postgres@" not in secret_free
+    samples = {s.name: s.value for m in operator.metrics.registry.collect() for s in m.samples}
+    assert samples.get("umt_schema_migration_jobs_created_total") == 1
+    assert samples.get("umt_schema_migration_jobs_running") == 0
+
+
+def test_downgrade_refused_then_allowed(emulator: Emulator, operator: Operator,
+                                        kubelet: FakeKubelet, pg_url: str) -> None:
+    add_secret(emulator, pg_url)
+    add_migration(emulator)
+    wait_condition(emulator, "umt-schema", "Ready")
+
+    emulator.patch(SCHEMA_MIGRATIONS, NS, "umt-schema", {"spec": {"targetRevision": REVISION_IDS[1]}})
+    obj = wait_condition(emulator, "umt-schema", "Stalled", "DowngradeNotAllowed", generation=2)
+    assert condition(obj, "Ready")["status"] == "False"
+    assert obj["status"]["currentRevision"] == HEAD and db_revision(pg_url) == HEAD
+    assert "allowDowngrade" in obj["status"]["message"]
+
+    emulator.patch(SCHEMA_MIGRATIONS, NS, "umt-schema", {"spec": {"allowDowngrade": True}})
+    obj = wait_condition(emulator, "umt-schema", "Ready", "Succeeded", generation=3)
+    assert obj["status"]["direction"] == "downgrade"
+    assert obj["status"]["currentRevision"] == REVISION_IDS[1] == db_revision(pg_url)
+    assert obj["status"]["appliedRevisions"] == list(reversed(REVISION_IDS[2:]))
+    assert len(jobs_of(emulator, "umt-schema")) == 3  # one per generation
+
+
+def test_failing_revision_stalls_with_the_revision_left(
+        emulator: Emulator, operator: Operator, kubelet: FakeKubelet, pg_url: str,
+        tmp_path: Path) -> None:
+    revs = linear_chain(3)
+    revs[3].fail = True
+    ini = make_project(tmp_path / "project", revs)
+    add_secret(emulator, pg_url)
+    add_migration(emulator, alembic={"config": str(ini)})
+    obj = wait_condition(emulator, "umt-schema", "Stalled", "MigrationFailed")
+    status = obj["status"]
+    assert status["currentRevision"] == revs[2].id == db_revision(pg_url)
+    assert status["phase"] == "Failed" and condition(obj, "Reconciling")["status"] == "False"
+    assert "table_that_does_not_exist" in status["message"]
+    assert len(kubelet.runs_for(jobs_of(emulator, "umt-schema")[0]["metadata"]["name"])) == 1
+    emulator.wait_for(lambda: "MigrationFailed" in event_reasons(emulator, "umt-schema"))
+
+
+def test_missing_secret_is_reported_then_recovers(
+        emulator: Emulator, operator: Operator, kubelet: FakeKubelet, pg_url: str) -> None:
+    add_migration(emulator)
+    obj = wait_condition(emulator, "umt-schema", "Stalled", "SecretNotFound")
+    assert 'secret "umt-db" not found' in obj["status"]["message"]
+    assert kubelet.processes_started == 0
+    add_secret(emulator, pg_url)
+    wait_condition(emulator, "umt-schema", "Ready", "Succeeded")
+    assert db_revision(pg_url) == HEAD
+
+
+def test_invalid_spec_is_stalled_without_a_job(emulator: Emulator, operator: Operator) -> None:
+    add_migration(emulator, targetRevision="+1")
+    obj = wait_condition(emulator, "umt-schema", "Stalled", "InvalidSpec")
+    assert "relative" in obj["status"]["message"]
+    assert jobs_of(emulator, "umt-schema") == []
+
+
+def test_operator_restart_mid_job_creates_no_second_job(
+        emulator: Emulator, operator: Operator, kubelet: FakeKubelet, pg_url: str) -> None:
+    add_secret(emulator, pg_url)
+    with kubelet.held("umt-schema-*"):
+        add_migration(emulator)
+        emulator.wait_for(lambda: jobs_of(emulator, "umt-schema"))
+        wait_condition(emulator, "umt-schema", "Reconciling")
+        operator.stop()
+        operator.start()  # a restarted operator sees the same generation and its Job
+        operator.stop()
+    # the Job finishes while the operator is down
+    job = jobs_of(emulator, "umt-schema")[0]
+    emulator.wait_for(lambda: (emulator.get(JOBS, NS, job["metadata"]["name"])["status"]
+                               .get("succeeded")))
+    assert condition(emulator.get(SCHEMA_MIGRATIONS, NS, "umt-schema"), "Ready").get("status") != "True"
+    operator.start()
+    wait_condition(emulator, "umt-schema", "Ready", "Succeeded")
+    assert len(jobs_of(emulator, "umt-schema")) == 1 and kubelet.processes_started == 1
+
+
+def test_spec_change_mid_job_waits_for_the_running_job(
+        emulator: Emulator, operator: Operator, kubelet: FakeKubelet, pg_url: str) -> None:
+    add_secret(emulator, pg_url)
+    with kubelet.held("umt-schema-*"):
+        add_migration(emulator, targetRevision=REVISION_IDS[1])
+        emulator.wait_for(lambda: jobs_of(emulator, "umt-schema"))
+        first = jobs_of(emulator, "umt-schema")[0]["metadata"]["name"]
+        emulator.patch(SCHEMA_MIGRATIONS, NS, "umt-schema", {"spec": {"targetRevision": "head"}})
+        obj = emulator.wait_for(lambda: (lambda o: o if o["status"].get("observedGeneration") == 2
+                                         else None)(emulator.get(SCHEMA_MIGRATIONS, NS, "umt-schema")))
+        assert f"waiting for Job {first}" in obj["status"]["message"]
+        assert condition(obj, "Reconciling")["status"] == "True"
+        assert [j["metadata"]["name"] for j in jobs_of(emulator, "umt-schema")] == [first]
+    obj = wait_condition(emulator, "umt-schema", "Ready", "Succeeded", generation=2)
+    assert obj["status"]["currentRevision"] == HEAD == db_revision(pg_url)
+    names = sorted(j["metadata"]["name"] for j in jobs_of(emulator, "umt-schema"))
+    assert len(names) == 2 and first in names  # the first Job was never deleted
+    assert kubelet.processes_started == 2
+
+
+def test_deleting_mid_job_neither_hangs_nor_interrupts(
+        emulator: Emulator, operator: Operator, kubelet: FakeKubelet, pg_url: str) -> None:
+    add_secret(emulator, pg_url)
+    with kubelet.held("umt-schema-*"):
+        add_migration(emulator)
+        emulator.wait_for(lambda: jobs_of(emulator, "umt-schema"))
+        job = jobs_of(emulator, "umt-schema")[0]["metadata"]["name"]
+        operator.stop()  # deletion must not wait for the operator
+        assert not emulator.get(SCHEMA_MIGRATIONS, NS, "umt-schema")["metadata"].get("finalizers")
+        emulator.delete(SCHEMA_MIGRATIONS, NS, "umt-schema")
+        assert emulator.get(SCHEMA_MIGRATIONS, NS, "umt-schema") is None
+        operator.start()
+    emulator.wait_for(lambda: emulator.get(JOBS, NS, job)["status"].get("succeeded"))
+    assert db_revision(pg_url) == HEAD  # the running migration finished untouched
+    assert kubelet.processes_started == 1
+
+
+def test_two_resources_on_one_database_both_end_ready(
+        emulator: Emulator, operator: Operator, kubelet: FakeKubelet, pg_url: str) -> None:
+    add_secret(emulator, pg_url)
+    add_migration(emulator, name="app-a")
+    add_migration(emulator, name="app-b")
+    a = wait_condition(emulator, "app-a", "Ready", "Succeeded")
+    b = wait_condition(emulator, "app-b", "Ready", "Succeeded")
+    assert a["status"]["currentRevision"] == b["status"]["currentRevision"] == HEAD
+    directions = sorted([a["status"]["direction"], b["status"]["direction"]])
+    assert directions in (["none", "upgrade"], ["upgrade", "upgrade"])
+    if directions == ["none", "upgrade"]:  # serialised: one migrated, the other found it done
+        assert sorted([len(a["status"]["appliedRevisions"]), len(b["status"]["appliedRevisions"])]) \
+            == [0, len(REVISION_IDS)]
