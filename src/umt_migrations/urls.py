@@ -7,9 +7,10 @@ Every URL that reaches a log line, a report, an exception message or a status pa
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+if TYPE_CHECKING:  # SQLAlchemy is imported on use: the operator needs only `scrub`
+    from sqlalchemy.engine import URL
 
 #: Driver chosen for URLs written without one (``postgresql://``, ``mysql://``). These are the
 #: drivers the project installs; SQLAlchemy 2.1 would otherwise pick psycopg 3 and mysqlclient.
@@ -32,6 +33,9 @@ class InvalidURL(ValueError):
 
 def parse_url(raw: str) -> URL:
     """Parse ``raw`` and pick the project's driver when the URL names none."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         url = make_url(raw.strip())
     except (ArgumentError, ValueError) as exc:
@@ -52,6 +56,9 @@ def normalize_url(raw: str) -> str:
 
 def mask_url(raw: str | URL) -> str:
     """The URL with its password replaced by ``***``; safe for logs, reports and status."""
+    from sqlalchemy.engine import URL, make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         url = raw if isinstance(raw, URL) else make_url(str(raw).strip())
     except (ArgumentError, ValueError):
@@ -61,6 +68,9 @@ def mask_url(raw: str | URL) -> str:
 
 def describe_target(raw: str | URL) -> str:
     """Short human name for a database: ``postgresql://host:5432/db`` (no user, no password)."""
+    from sqlalchemy.engine import URL, make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         url = raw if isinstance(raw, URL) else make_url(str(raw).strip())
     except (ArgumentError, ValueError):
@@ -90,6 +100,9 @@ def password_of(raw: str | URL | None) -> str | None:
     """The password of a URL, for :func:`scrub`; None when there is none or it can't parse."""
     if raw is None:
         return None
+    from sqlalchemy.engine import URL, make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         url = raw if isinstance(raw, URL) else make_url(str(raw).strip())
     except (ArgumentError, ValueError):

@@ -17,7 +17,12 @@ import kopf
 from umt_operator.jobs import ANNOTATION_OWNER
 from umt_operator.kube import GROUP, PLURAL, VERSION, KubeAPI
 from umt_operator.metrics import Metrics
-from umt_operator.reconcile import Context, reconcile
+from umt_operator.reconcile import (
+    Context,
+    job_worth_reconciling,
+    reconcile,
+    worth_reconciling,
+)
 from umt_operator.settings import Settings
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "umt-schema-operator"}
@@ -33,8 +38,17 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     if config.metrics_enabled and not memo.get("metrics"):
         metrics.serve(config.metrics_port)
     memo["context"] = Context(api=KubeAPI(info), settings=config, metrics=metrics)
-    settings.posting.level = logging.WARNING  # Events: our own (kopf.info/warn) plus warnings
+    settings.posting.level = logging.WARNING  # Events: our own (kopf.event) plus warnings
+    # The CRD is installed with the operator and namespaces are named: no need to watch
+    # CRDs and Namespaces, so no RBAC to read them either.
+    settings.scanning.disabled = True
     logger.info("umt-schema-operator started: default image %s", config.default_image)
+
+
+@kopf.on.login()
+def login(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any) -> kopf.ConnectionInfo:
+    """In-cluster service account, else KUBECONFIG: kopf's lean logins, no client library."""
+    return _login(settings, logger)
 
 
 @kopf.on.cleanup()
@@ -58,25 +72,39 @@ async def schema_migration_event(
     if type == "DELETED":
         logger.info("deleted; its Job, if any, finishes on its own and the database is untouched")
         return
-    await reconcile(memo["context"], body, logger)
+    if worth_reconciling(type, body):
+        await reconcile(memo["context"], body, logger)
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def schema_migrations(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    """The SchemaMigrations as last seen by the watch, so a Job event needs no extra read."""
+    return {(namespace, name): {
+        "metadata": dict(body.metadata),
+        "spec": dict(body.spec),
+        "status": dict(body.status),
+    }}
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED_BY)
 async def job_event(
-    body: kopf.Body, type: str | None, memo: kopf.Memo, logger: logging.Logger, **_: Any
+    body: kopf.Body, type: str | None, memo: kopf.Memo, logger: logging.Logger,
+    schema_migrations: kopf.Index[Any, dict[str, Any]], **_: Any
 ) -> None:
     """A migration Job changed: recompute its SchemaMigration's status (it may start the next)."""
     owner = (body.metadata.annotations or {}).get(ANNOTATION_OWNER, "")
     namespace, _sep, name = owner.partition("/")
-    if not name:
+    if not name or not job_worth_reconciling(type, body):
         return
     context: Context = memo["context"]
-    resource = await context.api.get_schema_migration(namespace, name)
+    indexed = schema_migrations.get((namespace, name))
+    resource = next(iter(indexed), None) if indexed else None
+    resource = resource or await context.api.get_schema_migration(namespace, name)
     if resource is None:
         context.metrics.job_seen(f"{body.metadata.namespace}/{body.metadata.name}",
                                  finished=type == "DELETED")
         return  # the resource was deleted: the Job finishes on its own
-    await reconcile(context, resource, logger)
+    await reconcile(context, resource, logger, job=dict(body))
 
 
 def _login(settings: kopf.OperatorSettings, logger: logging.Logger) -> kopf.ConnectionInfo:

@@ -59,8 +59,18 @@ class Context:
         return self.locks.setdefault((namespace, name), asyncio.Lock())
 
 
-async def reconcile(ctx: Context, body: Mapping[str, Any], logger: logging.Logger) -> None:
-    """Bring one resource one step closer to its target; safe to call at any time."""
+async def reconcile(
+    ctx: Context,
+    body: Mapping[str, Any],
+    logger: logging.Logger,
+    *,
+    job: Mapping[str, Any] | None = None,
+) -> None:
+    """Bring one resource one step closer to its target; safe to call at any time.
+
+    ``job`` is a Job as just seen in a watch event, which spares a read when it is the
+    current generation's.
+    """
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     async with ctx.lock(namespace, name):
@@ -76,15 +86,15 @@ async def reconcile(ctx: Context, body: Mapping[str, Any], logger: logging.Logge
         job_name = generation_job_name(name, generation)
         if _concluded(status, generation, job_name):
             return
-        job = await ctx.api.get_job(namespace, job_name)
+        job = await _current_job(ctx, body, status, job_name, job)
         if job is None:
             blocker = await _earlier_job_running(ctx, body, job_name)
             if blocker is not None:
                 await _write(ctx, body, status, _waiting_status(status, generation, blocker), logger)
                 return
             job = await _create_job(ctx, body, spec, job_name, _image(ctx, spec), logger)
-        job, job_name = await _fallback_for_downgrade(ctx, body, spec, job, logger)
-        pods = await ctx.api.list_pods(namespace, job_name)
+        job, job_name = await _fallback_for_downgrade(ctx, body, spec, dict(job), logger)
+        pods = await ctx.api.list_pods(namespace, job_name) if job.get("status") else []
         new_status = compute_status(
             generation=generation,
             previous_status=status,
@@ -97,6 +107,60 @@ async def reconcile(ctx: Context, body: Mapping[str, Any], logger: logging.Logge
         )
         await _write(ctx, body, status, new_status, logger)
         _observe_for_metrics(ctx, body, job, pods, status, new_status, logger)
+
+
+async def _current_job(
+    ctx: Context,
+    body: Mapping[str, Any],
+    status: Mapping[str, Any],
+    job_name: str,
+    seen: Mapping[str, Any] | None,
+) -> Mapping[str, Any] | None:
+    """This generation's Job: as just seen, else read, else None (nothing created yet).
+
+    Before the first status of a generation there is nothing to read, unless an earlier
+    operator process created the Job and stopped before writing status; creating is then
+    idempotent by name (409 returns the existing Job), so skipping the read is safe.
+    """
+    if seen is not None and seen["metadata"]["name"] == job_name:
+        return seen
+    if status.get("jobName") not in (job_name, fallback_job_name(job_name)) and \
+            int(body["metadata"].get("generation") or 1) <= 1:
+        return None
+    return await ctx.api.get_job(body["metadata"]["namespace"], job_name)
+
+
+def worth_reconciling(event_type: str | None, body: Mapping[str, Any]) -> bool:
+    """Skip the echo of our own status writes while a Job runs: its events drive progress.
+
+    A MODIFIED event whose status already describes the current generation's Job in progress
+    changes nothing we act on (a spec change bumps the generation, so it is never skipped).
+    The initial listing (no event type) is always reconciled, so a restarted operator
+    catches up with Jobs that ended while it was down.
+    """
+    if event_type != "MODIFIED":
+        return True
+    status = body.get("status") or {}
+    generation = int(body["metadata"].get("generation") or 1)
+    name = generation_job_name(body["metadata"]["name"], generation)
+    return not (
+        status.get("observedGeneration") == generation
+        and status.get("jobName") in (name, fallback_job_name(name))
+        and status.get("phase") in ("Pending", "Running")
+        and _condition_status(status, "Stalled") != "True"
+    )
+
+
+def job_worth_reconciling(event_type: str | None, job: Mapping[str, Any]) -> bool:
+    """A Job just created has no status yet: nothing to report beyond what creation wrote."""
+    return event_type != "ADDED" or bool(job.get("status"))
+
+
+def _condition_status(status: Mapping[str, Any], type_: str) -> str | None:
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == type_:
+            return condition.get("status")
+    return None
 
 
 def _concluded(status: Mapping[str, Any], generation: int, job_name: str) -> bool:

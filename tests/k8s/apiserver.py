@@ -40,14 +40,32 @@ class ApiServer(kmock.KubernetesEmulator):
     pod_logs: dict[tuple[str, str], str] = attrs.field(factory=dict, init=False)
     printer_columns: dict[kmock.resource, tuple[dict[str, Any], ...]] = \
         attrs.field(factory=dict, init=False)
+    _builtin_count: int = attrs.field(default=0, init=False)
+    _by_action: dict[Any, Any] = attrs.field(factory=dict, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         self.store = ObjectStore(self.objects)
         self.fallback[_is_put] << self._serve_replace
+        # The built-in reactions by action, for the fast path below.
+        self._builtin_count = len(self._payloads)
+        self._by_action = {
+            criteria.action: payload
+            for payload in self._payloads
+            if (criteria := getattr(payload._source, "criteria", None)) is not None
+            and type(criteria).__name__ == "K8sCriteria"
+        }
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         self._trim_logs()
+        # Fast path: with no user reaction added, a resource request goes straight to the
+        # built-in reaction of its action. kmock would test every reaction's criteria in turn
+        # (~4 ms a request here), which would dominate the operator's measured latency.
+        if len(self._payloads) == self._builtin_count and request.resource is not None \
+                and not _is_discovery(request) and not _is_put(request):
+            payload = self._by_action.get(request.action)
+            if payload is not None and not payload._disabled.is_set():
+                return await payload(request)
         # Skip kmock's own state changes (KubernetesEmulator._handle): the reactions below make
         # them, and only when no user reaction intercepted the request first.
         return await super(kmock.KubernetesEmulator, self)._handle(request)
@@ -200,6 +218,12 @@ class ApiServer(kmock.KubernetesEmulator):
                                   payload=self.store.create(rtype, request.namespace, body))
         return self.store.patch(rtype, request.namespace, request.name, body,
                                 subresource=request.subresource)
+
+
+def _is_discovery(request: kmock.Request) -> bool:
+    """``/api``, ``/api/v1``, ``/apis``, ``/apis/<group>``, ``/apis/<group>/<version>``."""
+    parts = request.url.path.strip("/").split("/")
+    return parts[0] in ("api", "apis") and len(parts) <= (2 if parts[0] == "api" else 3)
 
 
 def _is_put(request: kmock.Request) -> bool:

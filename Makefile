@@ -1,0 +1,42 @@
+# One command for the whole test suite: `make test` (creates .venv and installs what it needs).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: test unit install quickstart e2e bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[operator,test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+## The whole suite: unit + integration (real PostgreSQL and MariaDB, required, never skipped).
+test: install
+	./scripts/require-services
+	$(BIN)/pytest
+
+## Pure tests only, no services needed.
+unit: install
+	$(BIN)/pytest -m unit
+
+## Bring the embedded SQLite database to head and show where it is.
+quickstart: install
+	$(BIN)/python manage_migrations.py upgrade
+	$(BIN)/python manage_migrations.py history
+	$(BIN)/python manage_migrations.py current
+
+## Opt-in: the same operator scenarios on a real kind cluster (needs Docker and kind).
+e2e: install
+	UMT_E2E=1 $(BIN)/pytest -m e2e tests/e2e
+
+bench: install
+	$(BIN)/python benchmarks/bench_runner.py
+	$(BIN)/python benchmarks/bench_operator.py
+
+clean:
+	rm -rf $(VENV) .tools umt.db

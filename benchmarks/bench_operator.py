@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""Operator latency and memory, against the API emulator, the operator in its own process.
+
+Latency (Jobs that finish instantly; the benchmark plays the Job controller):
+  - resource created → its Job created;
+  - Job finished (pod terminated with the runner's report, Job Complete) → resource Ready;
+  p50 and p95 over N resources (default 200), one at a time. Targets: p50 ≤ 25 ms, p95 ≤ 50 ms.
+Memory: RSS of the operator process (``python -m umt_operator``) with M resources watched
+(default 1,000, all Ready). Target ≤ 100 MiB.
+
+    .venv/bin/python benchmarks/bench_operator.py [--resources 200] [--watched 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.k8s.emulator import JOBS, PODS, SCHEMA_MIGRATIONS, Emulator  # noqa: E402
+from tests.k8s.fixtures import register_repo_crds  # noqa: E402
+from umt_operator.jobs import job_name  # noqa: E402
+
+NS = "default"
+REPORT = json.dumps({"ok": True, "direction": "upgrade", "fromRevision": None,
+                     "toRevision": "240cfb931a0a", "targetRevision": "240cfb931a0a",
+                     "applied": ["0abb288d754e", "3ab691d3a566", "7b15a05d0cb1", "240cfb931a0a"],
+                     "durationSeconds": 0.8}, separators=(",", ":"))
+
+
+def smig(name: str) -> dict[str, Any]:
+    return {"apiVersion": "migrations.umt.dev/v1alpha1", "kind": "SchemaMigration",
+            "metadata": {"name": name},
+            "spec": {"targetRevision": "head",
+                     "database": {"urlSecretRef": {"name": "umt-db", "key": "url"}}}}
+
+
+#: ``python -m umt_operator`` as the image runs it: the image installs ``.[operator]`` only, so
+#: the ``kubernetes`` client library (a test dependency here, ~28 MiB once imported, and which
+#: kopf imports whenever it is installed) is absent; hiding it reproduces that environment.
+OPERATOR_AS_IN_THE_IMAGE = (
+    "import runpy, sys; sys.modules['kubernetes'] = None; "
+    "runpy.run_module('umt_operator', run_name='__main__', alter_sys=True)"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_operator(cluster: Emulator) -> subprocess.Popen[str]:
+    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig_path),
+           "UMT_OPERATOR_NAMESPACES": NS, "UMT_OPERATOR_METRICS_PORT": "0",
+           "UMT_OPERATOR_HEALTH_PORT": str(free_port())}
+    log = open(Path(tempfile.gettempdir()) / "umt-operator-bench.log", "a")  # noqa: SIM115
+    return subprocess.Popen([sys.executable, "-c", OPERATOR_AS_IN_THE_IMAGE], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=log, text=True)
+
+
+def finish_job(cluster: Emulator, job: dict[str, Any]) -> None:
+    """Play Job controller and kubelet: a terminated pod with the report, then Complete."""
+    name = job["metadata"]["name"]
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    cluster.create(PODS, NS, {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": f"{name}-x", "labels": {"batch.kubernetes.io/job-name": name,
+                                                     "job-name": name}},
+        "spec": job["spec"]["template"]["spec"],
+    })
+    cluster.patch_status(PODS, NS, f"{name}-x", {
+        "phase": "Succeeded",
+        "containerStatuses": [{"name": "migrate", "ready": False, "restartCount": 0,
+                               "image": "x", "imageID": "x",
+                               "state": {"terminated": {"exitCode": 0, "reason": "Completed",
+                                                        "message": REPORT, "startedAt": now,
+                                                        "finishedAt": now}}}]})
+    cluster.patch_status(JOBS, NS, name, {
+        "startTime": now, "completionTime": now, "succeeded": 1,
+        "conditions": [{"type": "SuccessCriteriaMet", "status": "True"},
+                       {"type": "Complete", "status": "True"}]})
+
+
+def ready(cluster: Emulator, name: str) -> bool:
+    obj = cluster.get(SCHEMA_MIGRATIONS, NS, name) or {}
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (obj.get("status") or {}).get("conditions") or [])
+
+
+def latency(cluster: Emulator, count: int, prefix: str = "lat") -> tuple[list[float], list[float]]:
+    to_job, to_ready = [], []
+    for index in range(count):
+        name = f"{prefix}-{index:04d}"
+        began = time.perf_counter()
+        cluster.create(SCHEMA_MIGRATIONS, NS, smig(name))
+        job = cluster.wait_for(lambda: cluster.get(JOBS, NS, job_name(name, 1)), timeout=30)
+        to_job.append(time.perf_counter() - began)
+        began = time.perf_counter()
+        finish_job(cluster, job)
+        cluster.wait_for(lambda: ready(cluster, name), timeout=30)
+        to_ready.append(time.perf_counter() - began)
+    return to_job, to_ready
+
+
+def rss_mib(pid: int) -> tuple[float, float]:
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return (int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024)
+
+
+def memory(cluster: Emulator, watched: int) -> tuple[float, float, float]:
+    """RSS after the operator has listed ``watched`` Ready resources and gone idle."""
+    for index in range(watched):
+        name = f"mem-{index:04d}"
+        cluster.create(SCHEMA_MIGRATIONS, NS, smig(name))
+        cluster.patch_status(SCHEMA_MIGRATIONS, NS, name, {
+            "observedGeneration": 1, "phase": "Succeeded", "jobName": job_name(name, 1),
+            "currentRevision": "240cfb931a0a",
+            "conditions": [{"type": "Ready", "status": "True", "reason": "Succeeded",
+                            "observedGeneration": 1, "message": "ok",
+                            "lastTransitionTime": "2026-01-01T00:00:00Z"}]})
+    operator = start_operator(cluster)
+    try:
+        began = time.perf_counter()
+        cluster.wait_for(lambda: cluster.watchers(SCHEMA_MIGRATIONS) > 0, timeout=60)
+        idle_since, last = time.perf_counter(), -1.0
+        while time.perf_counter() - idle_since < 3:  # CPU time flat for 3 s: all processed
+            cpu = sum(int(x) for x in Path(f"/proc/{operator.pid}/stat").read_text().split()[13:15])
+            if cpu != last:
+                last, idle_since = cpu, time.perf_counter()
+            time.sleep(0.2)
+        settled = time.perf_counter() - began - 3
+        rss, peak = rss_mib(operator.pid)
+        return rss, peak, settled
+    finally:
+        operator.terminate()
+        operator.wait(timeout=30)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] * 1000
+
+
+def measure_latency(count: int) -> tuple[list[float], list[float]]:
+    with Emulator(request_log_size=20) as cluster:
+        register_repo_crds(cluster)
+        operator = start_operator(cluster)
+        try:
+            cluster.wait_for(lambda: cluster.watchers(SCHEMA_MIGRATIONS) > 0
+                             and cluster.watchers(JOBS) > 0, timeout=60)
+            latency(cluster, 10, prefix="warm")  # warm-up, not measured
+            return latency(cluster, count)
+        finally:
+            operator.terminate()
+            operator.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--resources", type=int, default=200)
+    parser.add_argument("--watched", type=int, default=1000)
+    args = parser.parse_args()
+
+    to_job, to_ready = measure_latency(args.resources)
+    print(f"\noperator latency over {args.resources} resources (emulator, operator process)")
+    for label, values in (("created → Job created", to_job), ("Job finished → Ready", to_ready)):
+        p50, p95 = pct(values, 0.50), pct(values, 0.95)
+        verdict = "OK" if p50 <= 25 and p95 <= 50 else "ABOVE TARGET"
+        print(f"  {label:24s} p50 {p50:6.1f} ms  p95 {p95:6.1f} ms  "
+              f"mean {statistics.mean(values) * 1000:6.1f} ms  max {max(values) * 1000:6.1f} ms"
+              f"  (targets 25 / 50 ms) {verdict}")
+
+    for watched in (0, args.watched):
+        with Emulator(request_log_size=20) as cluster:
+            register_repo_crds(cluster)
+            rss, peak, settled = memory(cluster, watched)
+        verdict = "" if watched == 0 else ("OK" if rss <= 100 else "ABOVE TARGET")
+        print(f"operator memory with {watched:5d} resources watched: RSS {rss:.1f} MiB "
+              f"(peak {peak:.1f} MiB), listed and idle after {settled:.1f} s"
+              + (f" (target ≤ 100 MiB) {verdict}" if verdict else ""))
+
+
+if __name__ == "__main__":
+    main()
