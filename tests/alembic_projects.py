@@ -16,6 +16,7 @@ from pathlib import Path
 
 ENV_STYLES = (
     "standard",  # uses config.attributes["connection"] when given, else sqlalchemy.url
+    "per_revision",  # as standard, and commits each revision (transaction_per_migration=True)
     "url_only",  # reads only sqlalchemy.url, ignores a passed connection
     "second_connection",  # opens its own engine even when handed a connection
     "custom_version_table",  # version table renamed to "schema_history"
@@ -50,6 +51,23 @@ def run_migrations_online():
                 context.run_migrations()
     else:
         context.configure(connection=connection, target_metadata=None)
+        with context.begin_transaction():
+            context.run_migrations()
+''',
+    "per_revision": '''
+def run_migrations_online():
+    connection = config.attributes.get("connection")
+    if connection is None:
+        engine = engine_from_config(config.get_section(config.config_ini_section),
+                                    prefix="sqlalchemy.", poolclass=pool.NullPool)
+        with engine.connect() as connection:
+            context.configure(connection=connection, target_metadata=None,
+                          transaction_per_migration=True)
+            with context.begin_transaction():
+                context.run_migrations()
+    else:
+        context.configure(connection=connection, target_metadata=None,
+                          transaction_per_migration=True)
         with context.begin_transaction():
             context.run_migrations()
 ''',

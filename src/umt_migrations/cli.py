@@ -101,13 +101,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from . import commands
     from .project import Project
 
     project = Project.locate(getattr(args, "config", None), getattr(args, "url", None))
     name = args.command
-    if name == "migrate":
+    if name == "migrate":  # the Job's path: no alembic.command (autogenerate and friends)
         return _migrate(project, args)
+    from . import commands
+
     if name == "create":
         path = commands.create(project, args.message, args.autogenerate)
         print(f"created {_relative(path)}")
@@ -151,7 +152,7 @@ def _describe(exc: BaseException, url: str | None) -> str:
     import sqlalchemy as sa
     from alembic.util import CommandError
 
-    from .commands import explain
+    from .commands import explain  # noqa: I001  (error path only)
     from .errors import MigrationError
     from .project import ProjectError
     from .urls import InvalidURL, describe_target, password_of, scrub

@@ -1,21 +1,30 @@
 """SIGTERM (a pod being evicted) stops the run and rolls back the revision in progress.
 
-The handler raises :class:`Interrupted`, which unwinds through Alembic's transaction blocks
-(rolling the current revision back). On PostgreSQL a query may be running inside libpq, where
-Python cannot raise; psycopg2's ``wait_select`` callback waits in Python instead, and on
-``KeyboardInterrupt`` (which :class:`Interrupted` is) cancels the query on the server, so even
-a long statement stops at once.
+The Python handler raises :class:`Interrupted`, which unwinds through Alembic's transaction
+blocks and rolls the current revision back. Python runs that handler only between bytecodes,
+so a statement blocked inside the driver would finish first; hence a watcher thread, woken by
+``signal.set_wakeup_fd`` the instant the signal lands, cancels the statements in flight on
+every database connection of the process (the runner's and any ``env.py`` opened), through
+the driver's thread-safe cancel. The statement fails at once, and the handler then raises.
+Nothing here costs anything per statement.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.pool import Pool
 
 _state = {"fired": False}
+_connections: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 class Interrupted(KeyboardInterrupt):
@@ -34,6 +43,23 @@ def _handle(signum: int, frame: FrameType | None) -> None:
     raise Interrupted()
 
 
+def _track(dbapi_connection: Any, _record: Any) -> None:
+    if hasattr(dbapi_connection, "cancel"):  # only drivers that can cancel need tracking
+        _connections.add(dbapi_connection)
+
+
+def _cancel_all() -> None:
+    """Cancel what every open connection is executing (psycopg2: PQcancel, thread-safe)."""
+    for connection in list(_connections):
+        cancel = getattr(connection, "cancel", None)
+        if cancel is None:
+            continue  # PyMySQL, sqlite3: the handler interrupts them between reads
+        try:
+            cancel()
+        except Exception:  # noqa: BLE001 - closed meanwhile: nothing to cancel
+            pass
+
+
 @contextmanager
 def sigterm_guard(backend: str) -> Iterator[None]:
     """Turn SIGTERM into :class:`Interrupted` for the duration of the block."""
@@ -41,23 +67,28 @@ def sigterm_guard(backend: str) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield  # signals reach the main thread only (library use from a worker thread)
         return
+    sa.event.listen(Pool, "connect", _track)
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
     previous = signal.signal(signal.SIGTERM, _handle)
-    wait_callback = _psycopg2_wait_callback(backend, enable=True)
+    previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    watcher = threading.Thread(target=_watch, args=(read_end,), name="sigterm-watch", daemon=True)
+    watcher.start()
     try:
         yield
     finally:
+        signal.set_wakeup_fd(previous_fd)
         signal.signal(signal.SIGTERM, previous)
-        if wait_callback:
-            _psycopg2_wait_callback(backend, enable=False)
+        os.close(write_end)  # ends the watcher
+        watcher.join(timeout=5)
+        os.close(read_end)
+        sa.event.remove(Pool, "connect", _track)
 
 
-def _psycopg2_wait_callback(backend: str, *, enable: bool) -> bool:
-    if backend != "postgresql":
-        return False
-    try:
-        import psycopg2.extensions
-        import psycopg2.extras
-    except ImportError:  # another PostgreSQL driver: statements finish before the signal acts
-        return False
-    psycopg2.extensions.set_wait_callback(psycopg2.extras.wait_select if enable else None)
-    return True
+def _watch(read_end: int) -> None:
+    while True:
+        data = os.read(read_end, 64)
+        if not data:  # the guard closed the pipe
+            return
+        if signal.SIGTERM in data:
+            _cancel_all()
