@@ -294,3 +294,53 @@ def test_two_resources_on_one_database_both_end_ready(
     if directions == ["none", "upgrade"]:  # serialised: one migrated, the other found it done
         assert sorted([len(a["status"]["appliedRevisions"]), len(b["status"]["appliedRevisions"])]) \
             == [0, len(REVISION_IDS)]
+
+
+def test_operator_process_serves_liveness_and_metrics(emulator: Emulator, kubelet: FakeKubelet,
+                                                      pg_url: str, tmp_path: Path) -> None:
+    """``python -m umt_operator`` as deployed: settings from the environment, kubeconfig login,
+    /healthz and Prometheus /metrics on their ports; no secret in its logs."""
+    import os
+    import socket
+    import subprocess
+    import urllib.request
+
+    def free_port() -> int:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return sock.getsockname()[1]
+
+    health, metrics = free_port(), free_port()
+    log = tmp_path / "operator.log"
+    env = {**os.environ, "KUBECONFIG": str(emulator.kubeconfig_path),
+           "UMT_OPERATOR_NAMESPACES": NS, "UMT_OPERATOR_HEALTH_PORT": str(health),
+           "UMT_OPERATOR_METRICS_PORT": str(metrics),
+           "UMT_OPERATOR_ALEMBIC_CONFIG": str(REPO_ROOT / "alembic.ini")}
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "umt_operator"], env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+    try:
+        add_secret(emulator, pg_url)
+        add_migration(emulator)
+        wait_condition(emulator, "umt-schema", "Ready", "Succeeded")
+        with urllib.request.urlopen(f"http://127.0.0.1:{health}/healthz", timeout=10) as reply:
+            assert reply.status == 200
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=10) as reply:
+            text = reply.read().decode()
+        assert 'umt_schema_migrations_total{direction="upgrade",reason="Succeeded",result="succeeded"} 1.0' in text
+        assert "umt_schema_migration_duration_seconds_bucket" in text
+        assert "umt_schema_migration_jobs_running 0.0" in text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert "postgres@" not in log.read_text() and "created Job umt-schema-1-" in log.read_text()
+
+
+def test_bad_operator_settings_name_the_variable() -> None:
+    import os
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-m", "umt_operator"], capture_output=True, text=True,
+                          env={**os.environ, "UMT_OPERATOR_JOB_BACKOFF_LIMIT": "lots"}, timeout=60)
+    assert proc.returncode == 2
+    assert "UMT_OPERATOR_JOB_BACKOFF_LIMIT" in proc.stderr and "Traceback" not in proc.stderr
