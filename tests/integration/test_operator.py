@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,10 +31,20 @@ HEAD = REVISION_IDS[-1]
 TIMEOUT = 60
 
 
+OLD_IMAGE, NEW_IMAGE = "registry.example/umt:1.0.0", "registry.example/umt:2.0.0"
+
+
 @pytest.fixture
-def kubelet_options() -> dict[str, Any]:
+def kubelet_options(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The runner as a local process; two "images": 2.0.0 is this repository, 1.0.0 a copy
+    that knows only the first two revisions (an older release)."""
+    old_release = tmp_path_factory.mktemp("release-1.0.0")
+    shutil.copy(REPO_ROOT / "alembic.ini", old_release)
+    shutil.copytree(REPO_ROOT / "migrations", old_release / "migrations",
+                    ignore=shutil.ignore_patterns("__pycache__", *[p.name for p in REVISIONS[2:]]))
     return {"command_map": {"umt-migrations": [sys.executable, "-m", "umt_migrations"]},
-            "cwd": str(REPO_ROOT)}
+            "cwd": str(REPO_ROOT),
+            "image_path_map": {OLD_IMAGE: {"/app": old_release}, NEW_IMAGE: {"/app": REPO_ROOT}}}
 
 
 @pytest.fixture
@@ -48,8 +59,7 @@ def settings() -> Any:
     from umt_operator.settings import Settings
 
     return Settings.from_env({
-        "UMT_OPERATOR_DEFAULT_IMAGE": "registry.example/umt:1.0.0",
-        "UMT_OPERATOR_ALEMBIC_CONFIG": str(REPO_ROOT / "alembic.ini"),
+        "UMT_OPERATOR_DEFAULT_IMAGE": "registry.example/umt:2.0.0",
         "UMT_OPERATOR_LOCK_TIMEOUT_SECONDS": "60",
         "UMT_OPERATOR_METRICS_PORT": "0",
         "UMT_OPERATOR_JOB_BACKOFF_LIMIT": "1",
@@ -148,7 +158,7 @@ def test_create_to_ready_at_head(emulator: Emulator, operator: Operator, kubelet
     status = obj["status"]
     assert status["currentRevision"] == HEAD and status["targetRevision"] == HEAD
     assert status["direction"] == "upgrade" and status["appliedRevisions"] == REVISION_IDS
-    assert status["phase"] == "Succeeded" and status["appliedImage"] == "registry.example/umt:1.0.0"
+    assert status["phase"] == "Succeeded" and status["appliedImage"] == "registry.example/umt:2.0.0"
     assert status["observedGeneration"] == 1
     assert all(c["observedGeneration"] == 1 for c in status["conditions"])
     assert condition(obj, "Reconciling")["status"] == "False"
@@ -344,3 +354,38 @@ def test_bad_operator_settings_name_the_variable() -> None:
                           env={**os.environ, "UMT_OPERATOR_JOB_BACKOFF_LIMIT": "lots"}, timeout=60)
     assert proc.returncode == 2
     assert "UMT_OPERATOR_JOB_BACKOFF_LIMIT" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_downgrade_runs_with_the_image_that_applied_the_current_revision(
+        emulator: Emulator, operator: Operator, kubelet: FakeKubelet, pg_url: str) -> None:
+    add_secret(emulator, pg_url)
+    add_migration(emulator, image=NEW_IMAGE)
+    obj = wait_condition(emulator, "umt-schema", "Ready", "Succeeded")
+    assert obj["status"]["appliedImage"] == NEW_IMAGE and obj["status"]["currentRevision"] == HEAD
+
+    # Roll the release back: the old image does not know the database's revision.
+    emulator.patch(SCHEMA_MIGRATIONS, NS, "umt-schema", {"spec": {
+        "image": OLD_IMAGE, "targetRevision": REVISION_IDS[1], "allowDowngrade": True}})
+    obj = wait_condition(emulator, "umt-schema", "Ready", "Succeeded", generation=2)
+    status = obj["status"]
+    assert status["jobName"].endswith("-prev")
+    assert status["direction"] == "downgrade" and status["currentRevision"] == REVISION_IDS[1]
+    assert db_revision(pg_url) == REVISION_IDS[1]
+    assert status["appliedImage"] == NEW_IMAGE  # the image that holds the current revision
+    jobs = {j["metadata"]["name"]: j["spec"]["template"]["spec"]["containers"][0]["image"]
+            for j in jobs_of(emulator, "umt-schema")}
+    assert sorted(jobs.values()) == [OLD_IMAGE, NEW_IMAGE, NEW_IMAGE]
+    first_try = next(n for n, image in jobs.items() if image == OLD_IMAGE)
+    report = json.loads(kubelet.runs_for(first_try)[0].termination_message)
+    assert report["error"]["reason"] == "RevisionNotFound" and report["error"]["revision"] == HEAD
+
+
+def test_unknown_current_revision_without_downgrade_permission_stalls(
+        emulator: Emulator, operator: Operator, kubelet: FakeKubelet, pg_url: str) -> None:
+    add_secret(emulator, pg_url)
+    add_migration(emulator, image=NEW_IMAGE)
+    wait_condition(emulator, "umt-schema", "Ready", "Succeeded")
+    emulator.patch(SCHEMA_MIGRATIONS, NS, "umt-schema", {"spec": {"image": OLD_IMAGE}})
+    obj = wait_condition(emulator, "umt-schema", "Stalled", "RevisionNotFound", generation=2)
+    assert HEAD in obj["status"]["message"]
+    assert len(jobs_of(emulator, "umt-schema")) == 2  # no second try without allowDowngrade

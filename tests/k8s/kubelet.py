@@ -54,6 +54,10 @@ class ContainerRun:
     termination_message: str = ""
 
 
+def _normalised(mapping: Mapping[str, str | Path] | None) -> dict[str, str]:
+    return {prefix.rstrip("/"): str(local).rstrip("/") for prefix, local in (mapping or {}).items()}
+
+
 class FakeKubelet:
     def __init__(self, emulator: Emulator, *,
                  command_map: Mapping[str, Sequence[str]] | None = None,
@@ -61,6 +65,7 @@ class FakeKubelet:
                  unpullable: Sequence[str] = ("does-not-exist",),
                  extra_env: Mapping[str, str] | None = None,
                  path_map: Mapping[str, str | Path] | None = None,
+                 image_path_map: Mapping[str, Mapping[str, str | Path]] | None = None,
                  image_pull_backoff: float = 0.5,
                  retry_delay: float = 0.0,
                  kill_grace: float = 2.0) -> None:
@@ -71,8 +76,11 @@ class FakeKubelet:
         self.unpullable = tuple(unpullable)
         self.extra_env = dict(extra_env or {})
         #: Image paths to local ones, applied to args and env values (`{"/app": REPO_ROOT}`).
-        self.path_map = {prefix.rstrip("/"): str(local).rstrip("/")
-                         for prefix, local in (path_map or {}).items()}
+        self.path_map = _normalised(path_map)
+        #: Per image (exact reference), a path map used instead of `path_map`: two "images"
+        #: holding different releases of the migrations are two local folders.
+        self.image_path_map = {image: _normalised(mapping)
+                               for image, mapping in (image_path_map or {}).items()}
         self.image_pull_backoff = image_pull_backoff
         self.kill_grace = kill_grace
         self.jobs = JobController(emulator, self, retry_delay=retry_delay)
@@ -267,18 +275,20 @@ class FakeKubelet:
     def _lookup(self, kind: str, ns: str, name: str) -> dict[str, Any] | None:
         return self.emulator.get(SECRETS if kind == "Secret" else CONFIGMAPS, ns, name)
 
-    def _local_path(self, text: str) -> str:
+    def _local_path(self, text: str, mapping: Mapping[str, str] | None = None) -> str:
         """`/app/alembic.ini` -> `<repo>/alembic.ini` for a `path_map` of `{"/app": repo}`."""
-        for prefix, local in self.path_map.items():
+        mapping = self.path_map if mapping is None else mapping
+        for prefix, local in mapping.items():
             if text == prefix or text.startswith(prefix + "/"):
                 return local + text[len(prefix):]
             if text.startswith("--") and f"={prefix}" in text:  # --config=/app/alembic.ini
                 option, _, value = text.partition("=")
-                return f"{option}={self._local_path(value)}"
+                return f"{option}={self._local_path(value, mapping)}"
         return text
 
     def _argv(self, container: dict[str, Any], env: dict[str, str]) -> list[str]:
-        argv = [self._local_path(expand(str(arg), env)) for arg in
+        mapping = self.image_path_map.get(str(container.get("image")), self.path_map)
+        argv = [self._local_path(expand(str(arg), env), mapping) for arg in
                 (container.get("command") or []) + (container.get("args") or [])]
         if not argv:
             return []
