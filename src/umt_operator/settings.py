@@ -42,7 +42,6 @@ class Settings:
     lock_timeout_seconds: int = 300
     metrics_port: int = 9090
     health_port: int = 8080
-    poll_interval_seconds: float = 5.0
 
     @property
     def cluster_wide(self) -> bool:
@@ -81,19 +80,6 @@ def _integer(low: int, high: int) -> Callable[[str], int]:
             value = None
         if value is None or not low <= value <= high:
             raise ValueError(f"must be an integer between {low} and {high}")
-        return value
-
-    return parse
-
-
-def _number(low: float, high: float) -> Callable[[str], float]:
-    def parse(raw: str) -> float:
-        try:
-            value = float(raw)
-        except ValueError:
-            value = None
-        if value is None or not low < value <= high:
-            raise ValueError(f"must be a number of seconds above {low:g} and at most {high:g}")
         return value
 
     return parse
@@ -142,5 +128,4 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "lock_timeout_seconds": _integer(0, 86400),
     "metrics_port": _integer(0, 65535),
     "health_port": _integer(1, 65535),
-    "poll_interval_seconds": _number(0, 3600),
 }

@@ -26,7 +26,6 @@ def test_defaults_without_any_variable() -> None:
     assert settings.lock_timeout_seconds == 300
     assert (settings.metrics_port, settings.health_port) == (9090, 8080)
     assert settings.metrics_enabled is True
-    assert settings.poll_interval_seconds == 5.0
 
 
 def test_every_variable_is_read() -> None:
@@ -43,7 +42,6 @@ def test_every_variable_is_read() -> None:
         "UMT_OPERATOR_LOCK_TIMEOUT_SECONDS": "60",
         "UMT_OPERATOR_METRICS_PORT": "0",
         "UMT_OPERATOR_HEALTH_PORT": "8081",
-        "UMT_OPERATOR_POLL_INTERVAL_SECONDS": "0.5",
         "UNRELATED": "ignored",
     }
     settings = Settings.from_env(env)
@@ -60,7 +58,6 @@ def test_every_variable_is_read() -> None:
         lock_timeout_seconds=60,
         metrics_port=0,
         health_port=8081,
-        poll_interval_seconds=0.5,
     )
     assert settings.cluster_wide is False
     assert settings.metrics_enabled is False
@@ -88,8 +85,6 @@ def test_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
         ("METRICS_PORT", "70000", "must be an integer between 0 and 65535"),
         ("HEALTH_PORT", "0", "must be an integer between 1 and 65535"),
         ("LOCK_TIMEOUT_SECONDS", "1.5", "must be an integer between 0 and 86400"),
-        ("POLL_INTERVAL_SECONDS", "0", "must be a number of seconds above 0 and at most 3600"),
-        ("POLL_INTERVAL_SECONDS", "soon", "must be a number of seconds above 0"),
         ("IMAGE_PULL_POLICY", "Sometimes", "must be one of Always, IfNotPresent, Never"),
         ("DEFAULT_IMAGE", " ", "must not be empty, got ' '"),
         ("RUNNER_COMMAND", "", "must not be empty"),
