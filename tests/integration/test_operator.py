@@ -180,7 +180,7 @@ def test_create_to_ready_at_head(emulator: Emulator, operator: Operator, kubelet
 
 
 def test_downgrade_refused_then_allowed(emulator: Emulator, operator: Operator,
-                                        kubelet: FakeKubelet, pg_url: str) -> None:
+                                        kubelet: FakeKubelet, pg_url: str, kubectl: Any) -> None:
     add_secret(emulator, pg_url)
     add_migration(emulator)
     wait_condition(emulator, "umt-schema", "Ready")
@@ -191,7 +191,7 @@ def test_downgrade_refused_then_allowed(emulator: Emulator, operator: Operator,
     assert obj["status"]["currentRevision"] == HEAD and db_revision(pg_url) == HEAD
     assert "allowDowngrade" in obj["status"]["message"]
 
-    emulator.patch(SCHEMA_MIGRATIONS, NS, "umt-schema", {"spec": {"allowDowngrade": True}})
+    kubectl("patch", "smig", "umt-schema", "--type=merge", "-p", '{"spec":{"allowDowngrade":true}}')
     obj = wait_condition(emulator, "umt-schema", "Ready", "Succeeded", generation=3)
     assert obj["status"]["direction"] == "downgrade"
     assert obj["status"]["currentRevision"] == REVISION_IDS[1] == db_revision(pg_url)
@@ -225,6 +225,25 @@ def test_missing_secret_is_reported_then_recovers(
     add_secret(emulator, pg_url)
     wait_condition(emulator, "umt-schema", "Ready", "Succeeded")
     assert db_revision(pg_url) == HEAD
+
+
+def test_unpullable_image_is_reported(emulator: Emulator, operator: Operator,
+                                      kubelet: FakeKubelet, pg_url: str) -> None:
+    add_secret(emulator, pg_url)
+    add_migration(emulator, image="registry.example/does-not-exist:9.9")
+    obj = wait_condition(emulator, "umt-schema", "Stalled", "ImagePullFailed")
+    assert "does-not-exist" in obj["status"]["message"]
+    assert kubelet.processes_started == 0
+
+
+def test_deadline_exceeded_is_reported(emulator: Emulator, operator: Operator,
+                                       kubelet: FakeKubelet, pg_url: str) -> None:
+    add_secret(emulator, pg_url)
+    with kubelet.held("umt-schema-*"):  # the pod never gets to finish within one second
+        add_migration(emulator, job={"activeDeadlineSeconds": 1})
+        obj = wait_condition(emulator, "umt-schema", "Stalled", "DeadlineExceeded")
+    assert obj["status"]["phase"] == "Failed"
+    assert condition(obj, "Ready")["status"] == "False"
 
 
 def test_invalid_spec_is_stalled_without_a_job(emulator: Emulator, operator: Operator) -> None:
