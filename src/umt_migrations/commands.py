@@ -93,7 +93,7 @@ def _require_current_for_relative(project: Project, revision: str) -> None:
     import sqlalchemy as sa
     from sqlalchemy.pool import NullPool
 
-    from .runner import read_heads
+    from .envrun import read_heads
 
     engine = sa.create_engine(project.url, poolclass=NullPool)
     try:

@@ -10,26 +10,19 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 import sqlalchemy as sa
-from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationStep
 from alembic.script import ScriptDirectory
 from sqlalchemy.pool import NullPool
 
 from . import graph
-from .errors import (
-    DATABASE_UNAVAILABLE,
-    INTERRUPTED,
-    MIGRATION_FAILED,
-    ExitCode,
-    MigrationError,
-)
+from .envrun import group_commit, offline_sql, read_heads, run_env
+from .errors import DATABASE_UNAVAILABLE, INTERRUPTED, MIGRATION_FAILED, ExitCode, MigrationError
 from .interrupt import Interrupted, sigterm_guard, was_interrupted
 from .locking import migration_lock
 from .project import Project
@@ -52,16 +45,6 @@ class MigrateRequest:
     report_path: Path | None = None
 
 
-@dataclass
-class _Run:
-    """What happened during one ``env.py`` run, recorded from inside it."""
-
-    current: tuple[str, ...] | None = None  #: the heads env.py read, before planning
-    plan: graph.Plan | None = None
-    done: list[str] = field(default_factory=list)
-    running: str | None = None
-
-
 def migrate(project: Project, request: MigrateRequest, out: TextIO = sys.stdout) -> Report:
     """Move the project's database to ``request.target``; never raises, always reports."""
     started = time.monotonic()
@@ -76,7 +59,7 @@ def migrate(project: Project, request: MigrateRequest, out: TextIO = sys.stdout)
                 if request.dry_run:
                     _dry_run(project, script, engine, request, report, out)
                 else:
-                    _locked_run(project, script, engine, request, report, started)
+                    _locked_run(_Run(project, script, engine, request, report), started)
                     return report
             finally:
                 engine.dispose()
@@ -97,80 +80,89 @@ def exit_code(report: Report) -> ExitCode:
     return MigrationError(reason, "").exit_code
 
 
-def _locked_run(
-    project: Project,
-    script: ScriptDirectory,
-    engine: sa.Engine,
-    request: MigrateRequest,
-    report: Report,
-    started: float,
-) -> None:
+@dataclass
+class _Run:
+    """One locked run: what it works with, and what happened, recorded from inside ``env.py``."""
+
+    project: Project
+    script: ScriptDirectory
+    engine: sa.Engine
+    request: MigrateRequest
+    report: Report
+    conn: sa.Connection | None = None
+    current: tuple[str, ...] | None = None  #: the heads env.py read, before planning
+    plan: graph.Plan | None = None
+    done: list[str] = field(default_factory=list)
+    running: str | None = None
+
+    @property
+    def connection(self) -> sa.Connection:
+        """The locked connection if it still works, else a fresh one (after a cancel, say)."""
+        conn = self.conn
+        if conn is not None and not conn.closed and not conn.invalidated:
+            try:
+                if conn.in_transaction():
+                    conn.rollback()
+                return conn
+            except sa.exc.DBAPIError:
+                conn.close()
+        self.conn = self.engine.connect()  # closed with the run (its lock died with the old one)
+        return self.conn
+
+
+def _locked_run(run: _Run, started: float) -> None:
     """Everything between taking the lock and writing the report, which happens under it."""
-    with sigterm_guard(engine.dialect.name):
-        conn = _connect(project, engine)  # after the guard: psycopg2 must wait in Python
+    with sigterm_guard(run.engine.dialect.name):
+        run.conn = _connect(run.project, run.engine)
         try:
-            with migration_lock(conn, request.lock_timeout, on_wait=log.info):
-                _run_under_lock(project, script, engine, conn, request, report)
-                report.durationSeconds = time.monotonic() - started
-                write_report(report, request.report_path)
+            with migration_lock(run.conn, run.request.lock_timeout, on_wait=log.info):
+                _run_under_lock(run)
+                run.report.durationSeconds = time.monotonic() - started
+                write_report(run.report, run.request.report_path)
         except (Interrupted, sa.exc.OperationalError) as exc:  # while waiting for the lock
             if was_interrupted():
                 raise MigrationError(
                     INTERRUPTED, "interrupted by SIGTERM while waiting for the migration lock"
                 ) from None
-            raise _unavailable(project, exc) from None
+            raise _unavailable(run.project, exc) from None
         finally:
-            conn.close()
+            run.conn.close()
 
 
-def _run_under_lock(
-    project: Project,
-    script: ScriptDirectory,
-    engine: sa.Engine,
-    conn: sa.Connection,
-    request: MigrateRequest,
-    report: Report,
-) -> None:
-    run = _Run()
+def _run_under_lock(run: _Run) -> None:
     try:
-        with _group_commit(conn):
-            _apply(project, script, conn, request, run)
-        _conclude(project, script, engine, conn, run, report)
+        with group_commit(run.connection):
+            _apply(run)
+        _conclude(run)
         return
     except MigrationError as exc:
-        _fail(report, exc)
+        _fail(run.report, exc)
     except Interrupted:
-        _fail(report, MigrationError(INTERRUPTED, _interrupted_message(run)))
+        _fail(run.report, MigrationError(INTERRUPTED, _interrupted_message(run)))
     except Exception as exc:  # a migration script or env.py failed
-        _fail(report, _failure(project, run, exc))
-    _record_partial(project, script, engine, conn, run, report)
+        _fail(run.report, _failure(run, exc))
+    _record_partial(run)
 
 
-def _apply(
-    project: Project,
-    script: ScriptDirectory,
-    conn: sa.Connection,
-    request: MigrateRequest,
-    run: _Run,
-) -> None:
+def _apply(run: _Run) -> None:
     """One ``env.py`` run that reads the heads, plans, and applies the plan's steps."""
 
     def steps_for(heads: tuple[str, ...], _context: Any) -> Iterator[MigrationStep]:
         run.current = tuple(sorted(heads))
-        run.plan = graph.plan_move(
-            script, heads, request.target, allow_downgrade=request.allow_downgrade
+        run.plan = plan = graph.plan_move(
+            run.script, heads, run.request.target, allow_downgrade=run.request.allow_downgrade
         )
-        if run.plan.direction != "none":
+        if plan.direction != "none":
             log.info(
                 "%s %s -> %s: %d step(s)",
-                run.plan.direction,
-                graph.format_heads(run.plan.current) or "base",
-                graph.format_heads(run.plan.target) or "base",
-                len(run.plan.steps),
+                plan.direction,
+                graph.format_heads(plan.current) or "base",
+                graph.format_heads(plan.target) or "base",
+                len(plan.steps),
             )
-        return _recording(run.plan, run)
+        return _recording(plan, run)
 
-    _run_env(project, script, conn, steps_for, per_migration=True)
+    run_env(run.project, run.script, run.connection, steps_for, per_migration=True)
 
 
 def _recording(plan: graph.Plan, run: _Run) -> Iterator[MigrationStep]:
@@ -182,127 +174,44 @@ def _recording(plan: graph.Plan, run: _Run) -> Iterator[MigrationStep]:
         yield step
         run.done.append(revision)
         run.running = None
+        doc = (step.revision.doc or "").strip().splitlines()  # type: ignore[attr-defined]
         log.info(
             "%s %s (%s) done in %.2f s",
             plan.direction,
             revision,
-            (step.revision.doc or "").strip().splitlines()[0][:80] if step.revision.doc else "",
+            doc[0][:80] if doc else "",
             time.monotonic() - began,
         )
 
 
-def read_heads(project: Project, script: ScriptDirectory, conn: sa.Connection) -> tuple[str, ...]:
-    """The database's current heads, read through ``env.py`` exactly as ``alembic current``."""
-    found: list[tuple[str, ...]] = []
-
-    def capture(heads: tuple[str, ...], _context: Any) -> list[MigrationStep]:
-        found.append(tuple(sorted(heads)))
-        return []
-
-    _run_env(project, script, conn, capture, dont_mutate=True)
-    return found[0] if found else ()
-
-
-def _run_env(
-    project: Project,
-    script: ScriptDirectory,
-    conn: sa.Connection,
-    fn: Callable[..., Any],
-    *,
-    per_migration: bool = False,
-    **options: Any,
-) -> None:
-    """Run the project's ``env.py`` once with ``fn`` as its migration function.
-
-    The URL is always set (some ``env.py`` files read only that) and the connection is offered
-    too (others prefer it). Whatever ``env.py`` leaves open on it is rolled back afterwards,
-    as closing its own connection would.
-    """
-    config = project.alembic_config(connection=conn, configure_logger=False)
-    context = EnvironmentContext(config, script, fn=fn, **options)
-    if per_migration:
-        _commit_per_migration(context)
-    try:
-        with context:
-            script.run_env()
-    finally:
-        if not conn.closed and not conn.invalidated and conn.in_transaction():
-            conn.rollback()
-        _reenable_logging()
+def _describe_plan(run: _Run) -> graph.Plan | None:
+    """Copy the plan into the report; None when the run was refused before planning."""
+    report, plan = run.report, run.plan
+    if plan is None:  # refused before any step: the database is where it was
+        if run.current is not None:
+            report.fromRevision = report.toRevision = graph.format_heads(run.current)
+        return None
+    report.direction = plan.direction
+    report.fromRevision = graph.format_heads(plan.current)
+    report.targetRevision = graph.format_heads(plan.target)
+    return plan
 
 
-@contextmanager
-def _group_commit(conn: sa.Connection) -> Iterator[None]:
-    """Per-revision commits without a disk flush each, then one durable flush at the end.
-
-    On PostgreSQL each revision still commits atomically and visibly on its own; with
-    ``synchronous_commit = off`` the server just doesn't wait for the WAL flush of each one
-    (a server crash could only lose whole, consistent revisions, which the next run reapplies).
-    The closing transaction takes an xid with ``synchronous_commit = on``, so its commit waits
-    until all the WAL before it, every revision included, is on disk. Applies to the connection
-    this runner hands to ``env.py``; projects that open their own keep their own settings.
-    """
-    if conn.dialect.name != "postgresql":
-        yield
-        return
-    conn.exec_driver_sql("SET synchronous_commit = off")
-    conn.commit()
-    try:
-        yield
-    finally:
-        if not conn.closed and not conn.invalidated:
-            try:
-                if conn.in_transaction():
-                    conn.rollback()
-                conn.exec_driver_sql("SET synchronous_commit = on")
-                conn.exec_driver_sql("SELECT txid_current()")
-                conn.commit()
-            except sa.exc.DBAPIError:
-                log.warning("could not confirm the final WAL flush", exc_info=True)
-
-
-def _commit_per_migration(context: EnvironmentContext) -> None:
-    """Commit each revision on its own unless the project's ``env.py`` says otherwise.
-
-    ``configure()`` resets ``transaction_per_migration`` to its own default (False) whatever the
-    caller set, so the default is supplied around it (on the instance, which is what Alembic's
-    ``context`` module proxies); an ``env.py`` that passes the option explicitly keeps its
-    choice, and the revision read back afterwards tells what stayed.
-    """
-    configure = context.configure
-
-    def configure_per_migration(*args: Any, **kw: Any) -> None:
-        kw.setdefault("transaction_per_migration", True)
-        configure(*args, **kw)
-
-    context.configure = configure_per_migration  # type: ignore[method-assign]
-
-
-def _conclude(
-    project: Project,
-    script: ScriptDirectory,
-    engine: sa.Engine,
-    conn: sa.Connection,
-    run: _Run,
-    report: Report,
-) -> None:
+def _conclude(run: _Run) -> None:
     """Fill the report of a run that raised nothing, from the revision read back."""
-    plan = run.plan
+    plan, report = _describe_plan(run), run.report
     if plan is None:  # env.py never called run_migrations()
         raise MigrationError(
             MIGRATION_FAILED, "env.py did not run migrations (context.run_migrations not called)"
         )
-    report.direction = plan.direction
-    report.fromRevision = graph.format_heads(plan.current)
-    report.targetRevision = graph.format_heads(plan.target)
     if plan.direction == "none":
         report.ok = True
         report.toRevision = report.fromRevision
         log.info("already at %s; nothing to do", report.toRevision or "base")
         return
-    after = read_heads(project, script, _usable(conn, engine))
+    after = read_heads(run.project, run.script, run.connection)
     report.toRevision = graph.format_heads(after)
-    report.applied = _committed(script, plan, run.done, after)
+    report.applied = _committed(run.script, plan, run.done, after)
     if not set(plan.target) <= set(after) or (not plan.target and after):
         raise MigrationError(
             MIGRATION_FAILED,
@@ -318,31 +227,19 @@ def _conclude(
     )
 
 
-def _record_partial(
-    project: Project,
-    script: ScriptDirectory,
-    engine: sa.Engine,
-    conn: sa.Connection,
-    run: _Run,
-    report: Report,
-) -> None:
+def _record_partial(run: _Run) -> None:
     """After a failure: say where the database really is and which steps stayed committed."""
-    plan = run.plan
-    if plan is None:  # refused before any step: the database is where it was
-        if run.current is not None:
-            report.fromRevision = report.toRevision = graph.format_heads(run.current)
+    plan, report = _describe_plan(run), run.report
+    if plan is None:
         return
-    report.direction = plan.direction
-    report.fromRevision = graph.format_heads(plan.current)
-    report.targetRevision = graph.format_heads(plan.target)
     try:
-        after = read_heads(project, script, _usable(conn, engine))
+        after = read_heads(run.project, run.script, run.connection)
     except Exception:  # the database went away too: say what we know
         log.warning("could not read the revision back after the failure", exc_info=True)
         report.applied = list(run.done)
         return
     report.toRevision = graph.format_heads(after)
-    report.applied = _committed(script, plan, run.done, after)
+    report.applied = _committed(run.script, plan, run.done, after)
     log.info("database left at %s", report.toRevision or "base")
 
 
@@ -363,18 +260,6 @@ def _connect(project: Project, engine: sa.Engine) -> sa.Connection:
         raise _unavailable(project, exc) from None
 
 
-def _usable(conn: sa.Connection, engine: sa.Engine) -> sa.Connection:
-    """``conn`` if it still works, else a fresh connection (after a cancelled query, say)."""
-    if not conn.closed and not conn.invalidated:
-        try:
-            if conn.in_transaction():
-                conn.rollback()
-            return conn
-        except sa.exc.DBAPIError:
-            pass
-    return engine.connect()
-
-
 def _unavailable(project: Project, exc: BaseException) -> MigrationError:
     detail = _first_lines(getattr(exc, "orig", None) or exc, project)
     return MigrationError(
@@ -383,13 +268,13 @@ def _unavailable(project: Project, exc: BaseException) -> MigrationError:
     )
 
 
-def _failure(project: Project, run: _Run, exc: BaseException) -> MigrationError:
+def _failure(run: _Run, exc: BaseException) -> MigrationError:
     if was_interrupted():  # a cancelled query after SIGTERM surfaces as a driver error
         return MigrationError(INTERRUPTED, _interrupted_message(run))
     if isinstance(exc, sa.exc.OperationalError) and run.running is None and not run.done:
-        return _unavailable(project, exc)
+        return _unavailable(run.project, exc)
     where = f"revision {run.running}" if run.running else "env.py"
-    detail = _first_lines(getattr(exc, "orig", None) or exc, project)
+    detail = _first_lines(getattr(exc, "orig", None) or exc, run.project)
     log.error("%s failed: %s", where, detail)
     return MigrationError(MIGRATION_FAILED, f"{where} failed: {detail}", revision=run.running)
 
@@ -411,12 +296,6 @@ def _first_lines(exc: BaseException, project: Project, lines: int = 3) -> str:
     return scrub(f"{type(exc).__name__}: {text}", password_of(project.url))
 
 
-def _reenable_logging() -> None:
-    """An ``env.py`` calling ``fileConfig()`` disables loggers it doesn't name; not ours."""
-    for name in ("umt_migrations", log.name):
-        logging.getLogger(name).disabled = False
-
-
 def _dry_run(
     project: Project,
     script: ScriptDirectory,
@@ -436,7 +315,6 @@ def _dry_run(
     report.direction = plan.direction
     report.fromRevision = report.toRevision = graph.format_heads(plan.current)
     report.targetRevision = graph.format_heads(plan.target)
-    report.applied = []
     print(
         f"-- plan: {plan.direction} {report.fromRevision or 'base'} -> "
         f"{report.targetRevision or 'base'}, {len(plan.steps)} step(s)",
@@ -445,22 +323,4 @@ def _dry_run(
     for step in plan.steps:
         print(f"--   {plan.direction} {graph.step_revision(step)}", file=out)
     if plan.steps:
-        _offline_sql(project, script, plan, out)
-
-
-def _offline_sql(project: Project, script: ScriptDirectory, plan: graph.Plan, out: TextIO) -> None:
-    config = project.alembic_config(configure_logger=False)
-    config.output_buffer = out
-    start = plan.current[0] if len(plan.current) == 1 else None
-    with EnvironmentContext(
-        config,
-        script,
-        fn=lambda _heads, _ctx: list(plan.steps),
-        as_sql=True,
-        starting_rev=start,
-        destination_rev=graph.format_heads(plan.target) or "base",
-        output_buffer=out,
-        transaction_per_migration=True,
-    ):
-        script.run_env()
-    _reenable_logging()
+        offline_sql(project, script, plan, out)
