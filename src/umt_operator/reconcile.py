@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -54,9 +55,21 @@ class Context:
     settings: Settings
     metrics: Metrics
     locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
+    #: Jobs whose end was already announced (events, metrics): several Job events, or a stale
+    #: status, must not announce one run twice. Bounded: oldest entries are forgotten.
+    announced: OrderedDict[str, None] = field(default_factory=OrderedDict)
 
     def lock(self, namespace: str, name: str) -> asyncio.Lock:
         return self.locks.setdefault((namespace, name), asyncio.Lock())
+
+    def first_announcement(self, key: str, limit: int = 10_000) -> bool:
+        """True the first time a finished Job is seen; remembers it."""
+        if key in self.announced:
+            return False
+        self.announced[key] = None
+        while len(self.announced) > limit:
+            self.announced.popitem(last=False)
+        return True
 
 
 async def reconcile(
@@ -325,8 +338,10 @@ def _observe_for_metrics(
     key = f"{job['metadata'].get('namespace')}/{job['metadata']['name']}"
     finished = new.get("phase") in FINISHED_PHASES
     ctx.metrics.job_seen(key, finished=finished)
-    if not finished or (old.get("jobName") == new.get("jobName") and old.get("phase") == new.get("phase")):
+    if not finished or not ctx.first_announcement(key):
         return
+    if old.get("jobName") == new.get("jobName") and old.get("phase") == new.get("phase"):
+        return  # announced by an earlier operator process (status already said so)
     observation = observe_job(job, pods)
     report = observation.report
     direction = (report.direction if report else None) or "none"

@@ -176,6 +176,8 @@ def test_create_to_ready_at_head(emulator: Emulator, operator: Operator, kubelet
     assert "postgres@" not in secret_free
     samples = {s.name: s.value for m in operator.metrics.registry.collect() for s in m.samples}
     assert samples.get("umt_schema_migration_jobs_created_total") == 1
+    assert samples.get("umt_schema_migrations_total") == 1  # one run, announced once
+    assert event_reasons(emulator, "umt-schema").count("Succeeded") == 1
     assert samples.get("umt_schema_migration_jobs_running") == 0
 
 
@@ -352,11 +354,13 @@ def test_operator_process_serves_liveness_and_metrics(emulator: Emulator, kubele
         add_secret(emulator, pg_url)
         add_migration(emulator)
         wait_condition(emulator, "umt-schema", "Ready", "Succeeded")
+        # The Succeeded event is posted after the run is counted: once it exists, so does the count.
+        emulator.wait_for(lambda: "Succeeded" in event_reasons(emulator, "umt-schema"))
         with urllib.request.urlopen(f"http://127.0.0.1:{health}/healthz", timeout=10) as reply:
             assert reply.status == 200
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=10) as reply:
             text = reply.read().decode()
-        assert 'umt_schema_migrations_total{direction="upgrade",reason="Succeeded",result="succeeded"} 1.0' in text
+        assert "umt_schema_migrations_total{direction=\"upgrade\",reason=\"Succeeded\",result=\"succeeded\"} 1.0" in text, text
         assert "umt_schema_migration_duration_seconds_bucket" in text
         assert "umt_schema_migration_jobs_running 0.0" in text
     finally:
