@@ -54,23 +54,6 @@ def run_migrations_online():
         with context.begin_transaction():
             context.run_migrations()
 ''',
-    "per_revision": '''
-def run_migrations_online():
-    connection = config.attributes.get("connection")
-    if connection is None:
-        engine = engine_from_config(config.get_section(config.config_ini_section),
-                                    prefix="sqlalchemy.", poolclass=pool.NullPool)
-        with engine.connect() as connection:
-            context.configure(connection=connection, target_metadata=None,
-                          transaction_per_migration=True)
-            with context.begin_transaction():
-                context.run_migrations()
-    else:
-        context.configure(connection=connection, target_metadata=None,
-                          transaction_per_migration=True)
-        with context.begin_transaction():
-            context.run_migrations()
-''',
     "url_only": '''
 def run_migrations_online():
     engine = engine_from_config(config.get_section(config.config_ini_section),
@@ -113,6 +96,10 @@ def run_migrations_online():
             context.run_migrations()
 ''',
 }
+
+_ENV_BODIES["per_revision"] = _ENV_BODIES["standard"].replace(
+    "target_metadata=None)", "target_metadata=None, transaction_per_migration=True)"
+)
 
 _ENV_TAIL = '''
 if context.is_offline_mode():

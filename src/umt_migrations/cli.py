@@ -101,13 +101,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    name = args.command
+    if name == "migrate":  # the Job's path: no alembic.command (autogenerate and friends)
+        return _migrate(args)
+    from . import commands
     from .project import Project
 
     project = Project.locate(getattr(args, "config", None), getattr(args, "url", None))
-    name = args.command
-    if name == "migrate":  # the Job's path: no alembic.command (autogenerate and friends)
-        return _migrate(project, args)
-    from . import commands
 
     if name == "create":
         path = commands.create(project, args.message, args.autogenerate)
@@ -128,9 +128,12 @@ def _dispatch(args: argparse.Namespace) -> int:
     return 0
 
 
-def _migrate(project: object, args: argparse.Namespace) -> int:
-    from .report import report_destination
+def _migrate(args: argparse.Namespace) -> int:
+    from .errors import INVALID_SPEC
+    from .project import Project, ProjectError
+    from .report import Report, report_destination, write_report
     from .runner import MigrateRequest, exit_code, migrate
+    from .urls import InvalidURL
 
     request = MigrateRequest(
         target=args.target,
@@ -139,7 +142,13 @@ def _migrate(project: object, args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         report_path=report_destination(args.report),
     )
-    report = migrate(project, request)  # type: ignore[arg-type]
+    try:
+        project = Project.locate(getattr(args, "config", None), getattr(args, "url", None))
+    except (ProjectError, InvalidURL) as exc:  # fixed only by changing the request: exit 2
+        report = Report(ok=False, error={"reason": INVALID_SPEC, "message": str(exc)})
+        write_report(report, request.report_path)
+    else:
+        report = migrate(project, request)
     if report.error:
         log.error("%s: %s", report.error["reason"], report.error["message"])
     if not request.dry_run:

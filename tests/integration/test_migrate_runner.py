@@ -331,3 +331,12 @@ def test_sqlite_project(tmp_path: Path) -> None:
     assert code == 0, stderr
     code, report, _, _ = run_migrate(ini, url, "--to", "base", "--allow-downgrade")
     assert code == 0 and report["toRevision"] is None and len(report["applied"]) == 3
+
+
+@pytest.mark.parametrize("args", [["--config", "/nowhere/alembic.ini"], ["--url", "::not a url::"]])
+def test_a_bad_config_or_url_is_an_invalid_request(tmp_path: Path, args: list[str]) -> None:
+    report = tmp_path / "report.json"
+    proc = subprocess.run([*CLI, "migrate", "--to", "head", "--report", str(report), *args],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert json.loads(report.read_text())["error"]["reason"] == "InvalidSpec"
