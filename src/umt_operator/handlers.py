@@ -23,7 +23,7 @@ from umt_operator.reconcile import (
     reconcile,
     worth_reconciling,
 )
-from umt_operator.settings import Settings
+from umt_operator.settings import Settings, SettingsError
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "umt-schema-operator"}
 
@@ -32,7 +32,10 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "umt-schema-operator"}
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger,
                   **_: Any) -> None:
     """Validate the settings, open the API client, serve metrics; all kept in ``memo``."""
-    config = memo.get("settings") or Settings.from_env()
+    try:
+        config = memo.get("settings") or Settings.from_env()
+    except SettingsError as exc:  # retrying cannot fix a bad variable: stop the operator
+        raise kopf.PermanentError(str(exc)) from None
     info = memo.get("connection") or _login(settings, logger)
     metrics = memo.get("metrics") or Metrics()
     if config.metrics_enabled and not memo.get("metrics"):
