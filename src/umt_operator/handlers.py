@@ -74,6 +74,7 @@ async def schema_migration_event(
     """Any change to a SchemaMigration (and its initial listing on start)."""
     if type == "DELETED":
         logger.info("deleted; its Job, if any, finishes on its own and the database is untouched")
+        memo["context"].locks.pop((body.metadata.namespace, body.metadata.name), None)
         return
     if worth_reconciling(type, body):
         await reconcile(memo["context"], body, logger)

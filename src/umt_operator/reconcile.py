@@ -94,7 +94,10 @@ async def reconcile(
         try:
             spec = parse_spec(body.get("spec"))
         except InvalidSpec as exc:
-            await _write(ctx, body, status, invalid_spec_status(generation, status, str(exc)), logger)
+            new_status = invalid_spec_status(generation, status, str(exc))
+            if await _write(ctx, body, status, new_status, logger):
+                logger.error("invalid spec: %s", exc)
+                kopf.event(dict(body), type="Warning", reason=reasons.INVALID_SPEC, message=str(exc))
             return
         job_name = generation_job_name(name, generation)
         if _concluded(status, generation, job_name):
@@ -305,14 +308,15 @@ async def _write(
     old: Mapping[str, Any],
     new: Mapping[str, Any],
     logger: logging.Logger,
-) -> None:
-    """Patch the status only when something other than timestamps changed."""
-    if _comparable(old) == _comparable({**old, **{k: v for k, v in new.items()}}):
-        return
+) -> bool:
+    """Patch the status only when something other than timestamps changed; True if patched."""
+    if _comparable(old) == _comparable({**old, **new}):
+        return False
     meta = body["metadata"]
     patched = await ctx.api.patch_status(meta["namespace"], meta["name"], new)
     if patched is None:
         logger.info("resource deleted meanwhile; status not written")
+    return patched is not None
 
 
 def _comparable(status: Mapping[str, Any]) -> dict[str, Any]:

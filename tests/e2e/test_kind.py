@@ -73,6 +73,8 @@ def kubectl(env: dict, *args: str, **kw: object) -> subprocess.CompletedProcess[
 
 def install(env: dict) -> None:
     kubectl(env, "apply", "-f", str(ROOT / "crds"))
+    kubectl(env, "wait", "--for=condition=Established",
+            "crd/schemamigrations.migrations.umt.dev", "--timeout=60s")
     manifest = (ROOT / "deploy" / "operator.yaml").read_text().replace(
         "ghcr.io/umt/umt-migrations:0.1.0", IMAGE)
     kubectl(env, "apply", "-f", "-", input=manifest)

@@ -253,6 +253,7 @@ def test_invalid_spec_is_stalled_without_a_job(emulator: Emulator, operator: Ope
     obj = wait_condition(emulator, "umt-schema", "Stalled", "InvalidSpec")
     assert "relative" in obj["status"]["message"]
     assert jobs_of(emulator, "umt-schema") == []
+    emulator.wait_for(lambda: "InvalidSpec" in event_reasons(emulator, "umt-schema"))
 
 
 def test_operator_restart_mid_job_creates_no_second_job(
