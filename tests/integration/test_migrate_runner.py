@@ -215,21 +215,26 @@ def test_unreachable_database_is_transient_and_hides_the_password(tmp_path: Path
     assert "Sup3rS3cretPw" not in output and "Traceback" not in output
 
 
-def test_lock_timeout_is_transient(tmp_path: Path, pg_url: str) -> None:
-    from umt_migrations.locking import PG_LOCK_KEY
+def test_lock_timeout_is_transient(tmp_path: Path, server_url: str) -> None:
+    from umt_migrations.locking import LOCK_NAME, PG_LOCK_KEY
 
     ini = make_project(tmp_path, linear_chain(1))
-    engine = sa.create_engine(pg_url)
-    with engine.connect() as holder:
-        holder.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": PG_LOCK_KEY})
+    engine = sa.create_engine(server_url)
+    with engine.connect() as holder:  # another migration holds the lock
+        if holder.dialect.name == "postgresql":
+            holder.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": PG_LOCK_KEY})
+            who = f"backend pid {holder.execute(sa.text('SELECT pg_backend_pid()')).scalar()}"
+        else:
+            name = f"{LOCK_NAME}:{holder.execute(sa.text('SELECT DATABASE()')).scalar()}"
+            assert holder.execute(sa.text("SELECT GET_LOCK(:n, 0)"), {"n": name}).scalar() == 1
+            who = f"connection {holder.execute(sa.text('SELECT CONNECTION_ID()')).scalar()}"
         holder.commit()
-        code, report, _, stderr = run_migrate(ini, pg_url, "--to", "head", "--lock-timeout", "1")
-        pid = holder.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+        code, report, _, stderr = run_migrate(ini, server_url, "--to", "head", "--lock-timeout", "1")
     engine.dispose()
     assert code == 1, stderr
     assert report["error"]["reason"] == "LockTimeout"
-    assert f"held by backend pid {pid}" in stderr
-    assert "alembic_version" not in table_names(pg_url)
+    assert f"held by {who}" in stderr
+    assert "alembic_version" not in table_names(server_url)
 
 
 def test_sigterm_rolls_back_the_revision_in_progress(tmp_path: Path, pg_url: str) -> None:
