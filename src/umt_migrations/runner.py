@@ -18,11 +18,20 @@ from typing import Any, TextIO
 import sqlalchemy as sa
 from alembic.runtime.migration import MigrationStep
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy.pool import NullPool
 
 from . import graph
 from .envrun import group_commit, offline_sql, read_heads, run_env
-from .errors import DATABASE_UNAVAILABLE, INTERRUPTED, MIGRATION_FAILED, ExitCode, MigrationError
+from .errors import (
+    DATABASE_UNAVAILABLE,
+    EXIT_CODES,
+    INTERRUPTED,
+    INVALID_SPEC,
+    MIGRATION_FAILED,
+    ExitCode,
+    MigrationError,
+)
 from .interrupt import Interrupted, sigterm_guard, was_interrupted
 from .locking import migration_lock
 from .project import Project
@@ -67,6 +76,11 @@ def migrate(project: Project, request: MigrateRequest, out: TextIO = sys.stdout)
             _fail(report, exc)
         except sa.exc.OperationalError as exc:
             _fail(report, _unavailable(project, exc))
+        except CommandError as exc:  # the project itself is unusable (no scripts folder, ...)
+            _fail(report, MigrationError(INVALID_SPEC, _first_lines(exc, project)))
+        except Exception as exc:  # env.py broken before any step (dry run): report, not crash
+            detail = _first_lines(exc, project)
+            _fail(report, MigrationError(MIGRATION_FAILED, f"env.py failed: {detail}"))
     report.durationSeconds = time.monotonic() - started
     write_report(report, request.report_path)
     return report
@@ -77,7 +91,7 @@ def exit_code(report: Report) -> ExitCode:
     if report.ok:
         return ExitCode.OK
     reason = (report.error or {}).get("reason", MIGRATION_FAILED)
-    return MigrationError(reason, "").exit_code
+    return EXIT_CODES.get(reason, ExitCode.FAILED)
 
 
 @dataclass

@@ -338,10 +338,25 @@ def test_sqlite_project(tmp_path: Path) -> None:
     assert code == 0 and report["toRevision"] is None and len(report["applied"]) == 3
 
 
-@pytest.mark.parametrize("args", [["--config", "/nowhere/alembic.ini"], ["--url", "::not a url::"]])
+@pytest.mark.parametrize("args", [["--config", "/nowhere/alembic.ini"], ["--url", "::not a url::"],
+                                  ["--config", "NO_SCRIPTS"]])
 def test_a_bad_config_or_url_is_an_invalid_request(tmp_path: Path, args: list[str]) -> None:
+    if "NO_SCRIPTS" in args:  # an ini whose script_location does not exist
+        (tmp_path / "alembic.ini").write_text("[alembic]\nscript_location = /nowhere/migrations\n")
+        args = ["--config", str(tmp_path / "alembic.ini")]
     report = tmp_path / "report.json"
     proc = subprocess.run([*CLI, "migrate", "--to", "head", "--report", str(report), *args],
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert json.loads(report.read_text())["error"]["reason"] == "InvalidSpec"
+
+
+@pytest.mark.parametrize("dry_run", [False, True], ids=["run", "dry-run"])
+def test_a_broken_env_py_is_reported(tmp_path: Path, dry_run: bool) -> None:
+    ini = make_project(tmp_path, linear_chain(1))
+    (tmp_path / "migrations" / "env.py").write_text("raise ImportError('no module named myapp')\n")
+    extra = ["--dry-run"] if dry_run else []
+    code, report, _, stderr = run_migrate(ini, f"sqlite:///{tmp_path / 'x.db'}", "--to", "head", *extra)
+    assert code == 3 and "Traceback" not in stderr
+    assert report["error"]["reason"] == "MigrationFailed"
+    assert "no module named myapp" in report["error"]["message"]
