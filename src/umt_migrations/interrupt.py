@@ -61,7 +61,7 @@ def _cancel_all() -> None:
 
 
 @contextmanager
-def sigterm_guard(backend: str) -> Iterator[None]:
+def sigterm_guard() -> Iterator[None]:
     """Turn SIGTERM into :class:`Interrupted` for the duration of the block."""
     _state["fired"] = False
     if threading.current_thread() is not threading.main_thread():

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from .errors import LOCK_TIMEOUT, MigrationError
+from .errors import INVALID_SPEC, LOCK_TIMEOUT, MigrationError
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,11 @@ def migration_lock(
             yield
         return
     else:
-        raise MigrationError(LOCK_TIMEOUT, f"no migration lock implemented for {backend}")
+        raise MigrationError(
+            INVALID_SPEC,
+            f"{backend} is not supported: migrations are locked on PostgreSQL, MySQL/MariaDB "
+            "and SQLite only",
+        )
 
     lock(conn, timeout, on_wait)
     conn.commit()

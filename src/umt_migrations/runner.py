@@ -126,7 +126,7 @@ class _Run:
 
 def _locked_run(run: _Run, started: float) -> None:
     """Everything between taking the lock and writing the report, which happens under it."""
-    with sigterm_guard(run.engine.dialect.name):
+    with sigterm_guard():
         run.conn = _connect(run.project, run.engine)
         try:
             with migration_lock(run.conn, run.request.lock_timeout, on_wait=log.info):

@@ -56,24 +56,14 @@ def normalize_url(raw: str) -> str:
 
 def mask_url(raw: str | URL) -> str:
     """The URL with its password replaced by ``***``; safe for logs, reports and status."""
-    from sqlalchemy.engine import URL, make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        url = raw if isinstance(raw, URL) else make_url(str(raw).strip())
-    except (ArgumentError, ValueError):
-        return scrub(str(raw))
-    return url.render_as_string(hide_password=True)
+    url = _lenient(raw)
+    return scrub(str(raw)) if url is None else url.render_as_string(hide_password=True)
 
 
 def describe_target(raw: str | URL) -> str:
     """Short human name for a database: ``postgresql://host:5432/db`` (no user, no password)."""
-    from sqlalchemy.engine import URL, make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        url = raw if isinstance(raw, URL) else make_url(str(raw).strip())
-    except (ArgumentError, ValueError):
+    url = _lenient(raw)
+    if url is None:
         return "<invalid URL>"
     backend = url.get_backend_name()
     if backend == "sqlite":
@@ -98,13 +88,18 @@ def scrub(text: str, *secrets: str | None) -> str:
 
 def password_of(raw: str | URL | None) -> str | None:
     """The password of a URL, for :func:`scrub`; None when there is none or it can't parse."""
-    if raw is None:
-        return None
+    url = None if raw is None else _lenient(raw)
+    return None if url is None else url.password
+
+
+def _lenient(raw: str | URL) -> URL | None:
+    """``raw`` parsed as it is (no driver chosen), or None when it is not a URL."""
     from sqlalchemy.engine import URL, make_url
     from sqlalchemy.exc import ArgumentError
 
+    if isinstance(raw, URL):
+        return raw
     try:
-        url = raw if isinstance(raw, URL) else make_url(str(raw).strip())
+        return make_url(str(raw).strip())
     except (ArgumentError, ValueError):
         return None
-    return url.password

@@ -9,6 +9,7 @@ there is no method that could.
 from __future__ import annotations
 
 import base64
+import json
 import ssl
 from collections.abc import Mapping
 from typing import Any
@@ -62,7 +63,7 @@ class KubeAPI:
         return await self._request(
             "PATCH",
             self._smig_path(namespace, name) + "/status",
-            json={"status": status},
+            body={"status": status},
             content_type="application/merge-patch+json",
             absent_ok=True,
         )
@@ -78,7 +79,7 @@ class KubeAPI:
         """Create ``job``; if one of that name exists, return it instead. (job, created?)"""
         try:
             created = await self._request(
-                "POST", f"/apis/batch/v1/namespaces/{namespace}/jobs", json=job
+                "POST", f"/apis/batch/v1/namespaces/{namespace}/jobs", body=job
             )
             return created or job, True
         except KubeError as exc:
@@ -110,15 +111,15 @@ class KubeAPI:
         method: str,
         path: str,
         *,
-        json: Any = None,
+        body: Any = None,
         params: Mapping[str, str] | None = None,
         content_type: str = "application/json",
         absent_ok: bool = False,
     ) -> Body | None:
-        headers = {"Content-Type": content_type} if json is not None else None
+        headers = {"Content-Type": content_type} if body is not None else None
         try:
             async with self._session.request(
-                method, self._server + path, json=json, params=params, headers=headers
+                method, self._server + path, json=body, params=params, headers=headers
             ) as response:
                 if response.status == 404 and absent_ok:
                     return None
@@ -130,8 +131,6 @@ class KubeAPI:
 
 
 def _error_message(text: str) -> str:
-    import json
-
     try:
         return str(json.loads(text).get("message") or text)[:500]
     except ValueError:

@@ -109,8 +109,8 @@ async def reconcile(
                 await _write(ctx, body, status, _waiting_status(status, generation, blocker), logger)
                 return
             job = await _create_job(ctx, body, spec, job_name, _image(ctx, spec), logger)
-        job, job_name = await _fallback_for_downgrade(ctx, body, spec, dict(job), logger)
         pods = await ctx.api.list_pods(namespace, job_name) if job.get("status") else []
+        job, job_name, pods = await _fallback_for_downgrade(ctx, body, spec, dict(job), pods, logger)
         new_status = compute_status(
             generation=generation,
             previous_status=status,
@@ -269,8 +269,9 @@ async def _fallback_for_downgrade(
     body: Mapping[str, Any],
     spec: MigrationSpec,
     job: dict[str, Any],
+    pods: list[dict[str, Any]],
     logger: logging.Logger,
-) -> tuple[dict[str, Any], str]:
+) -> tuple[dict[str, Any], str, list[dict[str, Any]]]:
     """Rerun with ``appliedImage`` when the requested image doesn't know the database's revision.
 
     A downgrade needs the scripts of the revision the database is at, which only the image that
@@ -282,19 +283,21 @@ async def _fallback_for_downgrade(
     applied_image = status.get("appliedImage")
     used_image = (job["metadata"].get("annotations") or {}).get(ANNOTATION_IMAGE)
     if not (spec.allow_downgrade and applied_image and applied_image != used_image):
-        return job, name
-    observation = observe_job(job, await ctx.api.list_pods(body["metadata"]["namespace"], name))
+        return job, name, pods
+    observation = observe_job(job, pods)
     if not (observation.failed and observation.report and observation.report.current_revision_unknown):
-        return job, name
+        return job, name, pods
+    namespace = body["metadata"]["namespace"]
     fallback_name = fallback_job_name(name)
-    fallback = await ctx.api.get_job(body["metadata"]["namespace"], fallback_name)
+    fallback = await ctx.api.get_job(namespace, fallback_name)
     if fallback is None:
         logger.info(
             "image %s does not know revision %s; downgrading with %s, which applied it",
             used_image, observation.report.from_revision, applied_image,
         )
         fallback = await _create_job(ctx, body, spec, fallback_name, applied_image, logger)
-    return fallback, fallback_name
+    pods = await ctx.api.list_pods(namespace, fallback_name) if fallback.get("status") else []
+    return fallback, fallback_name, pods
 
 
 def fallback_job_name(job_name: str) -> str:
