@@ -197,7 +197,7 @@ def make_project(
 def linear_chain(count: int, *, prefix: str = "c") -> list[Rev]:
     """``count`` revisions after the log table, each creating a small table."""
     revs = [Rev("a000000000000", None, "create applied_log")]
-    revs[0].upgrade_sql = [_LOG_TABLE]
+    revs[0].upgrade_sql = [LOG_TABLE]
     revs[0].downgrade_sql = []
     previous = revs[0].id
     for index in range(1, count + 1):
@@ -216,6 +216,6 @@ def linear_chain(count: int, *, prefix: str = "c") -> list[Rev]:
 
 
 #: Portable log table: an explicit id keeps it valid on PostgreSQL, MariaDB and SQLite.
-_LOG_TABLE = (
+LOG_TABLE = (
     "CREATE TABLE applied_log (revision VARCHAR(40) NOT NULL, direction VARCHAR(4) NOT NULL)"
 )

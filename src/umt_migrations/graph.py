@@ -31,10 +31,15 @@ from .errors import (
 
 Direction = Literal["upgrade", "downgrade", "none"]
 
-#: Relative identifiers (``+1``, ``-2``, ``head-1``, ``ae10+2``, ``branch@+1``): meaningful only
-#: against a current revision, so a declarative target never uses them.
-_RELATIVE = re.compile(r"[+-]\d+$")
-_FORM = re.compile(r"^(heads?|base|[A-Za-z0-9_.\-]+@heads?|[A-Za-z0-9_]+)$")
+#: Alembic's own grammar (``alembic/script/revision.py``), copied so that a change in a new
+#: Alembic release shows up as a failing unit test instead of a silent difference:
+#: a target is relative when this matches from its start (``+1``, ``-2``, ``head-1``,
+#: ``ae10+2``, ``branch@+1``): meaningful only against a current revision, so a declarative
+#: target never uses them ...
+RELATIVE_DESTINATION = re.compile(r"(?:(.+?)@)?(\w+)?((?:\+|-)\d+)")
+#: ... and a revision id may hold any character but these.
+ILLEGAL_ID_CHARS = frozenset(["@", "-", "+", ":"])
+_FORMS = "head, heads, base, <branch>@head or a revision id"
 
 
 @dataclass(frozen=True)
@@ -63,23 +68,48 @@ def format_heads(heads: Sequence[str]) -> str | None:
 
 
 def validate_target(target: str) -> str:
-    """Reject relative and malformed identifiers before looking anything up."""
-    target = target.strip()
+    """Refuse relative and malformed targets before looking anything up (Alembic's grammar).
+
+    Accepted: ``head``, ``heads``, ``base``, ``<branch>@head``, ``<branch>@heads``,
+    ``<branch>@<id>`` and any (partial) revision id Alembic allows: anything without ``@ - +
+    :``, such as ``v3.0.0.c`` or ``0001_initial``. Whether it names a revision of the project
+    is for :func:`resolve` to say.
+    """
     if not target:
         raise MigrationError(INVALID_SPEC, "target revision is empty; name a revision or 'head'")
-    if _RELATIVE.search(target):
+    if RELATIVE_DESTINATION.match(target):
         raise MigrationError(
             INVALID_SPEC,
             f"relative revision identifier '{target}' is not accepted: name the revision "
-            "(head, heads, base, <branch>@head or a revision id)",
+            f"({_FORMS})",
         )
-    if not _FORM.match(target):
+    problem = _format_problem(target)
+    if problem:
         raise MigrationError(
             INVALID_SPEC,
-            f"'{target}' is not a revision identifier: use head, heads, base, <branch>@head "
-            "or a revision id",
+            f"'{target}' is not a revision identifier ({problem}): use {_FORMS}; a revision id "
+            "may hold any character but @ - + :",
         )
     return target
+
+
+def _format_problem(target: str) -> str | None:
+    """What is wrong with a non-relative target, or None."""
+    branch, at, symbol = target.partition("@")
+    if not at:
+        return _illegal_chars(target)
+    if not branch or not symbol:
+        return "'@' needs a branch before it and head or a revision after it"
+    if ":" in branch:
+        return "':' inside a branch label"
+    if symbol == "base":
+        return "<branch>@base would take only that branch down; name the revision to go to"
+    return _illegal_chars(symbol)
+
+
+def _illegal_chars(rev_id: str) -> str | None:
+    illegal = sorted(ILLEGAL_ID_CHARS.intersection(rev_id))
+    return " ".join(illegal) + " inside an id" if illegal else None
 
 
 def resolve(script: ScriptDirectory, target: str) -> tuple[str, ...]:
@@ -172,7 +202,7 @@ def plan_move(
                 f"database ({format_heads(heads)}); move one branch at a time",
             )
         reachable = not heads or bool(ancestors(script, [rev]) & set(heads))
-        if not reachable and target.strip() != "heads":
+        if not reachable and target != "heads":
             raise MigrationError(
                 INVALID_SPEC,
                 f"revision {rev} is on another branch than the database's "

@@ -16,10 +16,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 #: A relative revision (``+1``, ``head-1``, ``abc+2``, ``feature@-1``): refused, because the
-#: target of a declarative resource must not move with the database's current revision.
-RELATIVE_REVISION_PATTERN = r"[+-][0-9]"
-#: Accepted targets: ``head``, ``heads``, ``base``, ``<branch>@head`` or a (partial) revision id.
-REVISION_PATTERN = r"^(head|heads|base|[A-Za-z0-9_]+|[A-Za-z0-9_.-]+@head)$"
+#: target of a declarative resource must not move with the database's current revision. This is
+#: Alembic's own test (``_relative_destination`` in ``alembic/script/revision.py``, matched from
+#: the start), written for RE2, whose ``\w`` is ASCII-only.
+RELATIVE_REVISION_PATTERN = r"^(.+@)?[A-Za-z0-9_]*[+-][0-9]"
+#: Accepted targets: ``head``, ``heads``, ``base`` or a (partial) revision id, optionally after
+#: ``<branch>@``; a revision id is anything without ``@ - + :`` (Alembic's
+#: ``_revision_illegal_chars``), e.g. ``v3.0.0.c`` or ``0001_initial``. ``<branch>@base`` is
+#: refused separately (:data:`BRANCH_BASE_SUFFIX`): it would take one branch down, which the
+#: runner does not do. The case table in ``tests/revision_ids.py`` drives the tests of this, of
+#: the CRD's rules and of the runner's check.
+REVISION_PATTERN = r"^([^@:+-]+|[^@:]+@[^@:+-]+)$"
+BRANCH_BASE_SUFFIX = "@base"
 #: A Secret name (DNS-1123 subdomain).
 SECRET_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 #: A key inside a Secret.
@@ -41,7 +49,7 @@ RELATIVE_REVISION_MESSAGE = (
 )
 REVISION_FORMAT_MESSAGE = (
     "targetRevision must be head, heads, base, <branch>@head or a revision id "
-    "(letters, digits and underscores)"
+    "(any characters but @, -, + and :); <branch>@base is not supported"
 )
 SECRET_NAME_MESSAGE = (
     "database.urlSecretRef.name must name a Secret in the same namespace "
@@ -115,9 +123,9 @@ def revision_problem(target: Any) -> str | None:
         return "targetRevision is required (e.g. head or a revision id)"
     if len(target) > MAX_TARGET_LENGTH:
         return f"targetRevision must be at most {MAX_TARGET_LENGTH} characters"
-    if re.search(RELATIVE_REVISION_PATTERN, target):
+    if re.match(RELATIVE_REVISION_PATTERN, target):
         return RELATIVE_REVISION_MESSAGE
-    if not re.search(REVISION_PATTERN, target):
+    if not re.fullmatch(REVISION_PATTERN, target) or target.endswith(BRANCH_BASE_SUFFIX):
         return REVISION_FORMAT_MESSAGE
     return None
 

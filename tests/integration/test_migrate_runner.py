@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.alembic_projects import ENV_STYLES, Rev, linear_chain, make_project
+from tests.alembic_projects import ENV_STYLES, LOG_TABLE, Rev, linear_chain, make_project
 
 pytestmark = pytest.mark.integration
 
@@ -102,6 +102,42 @@ def test_invalid_requests_exit_2_before_touching_the_database(
     assert report["ok"] is False and report["error"]["reason"] == reason
     assert "Traceback" not in stderr
     assert table_names(pg_url) == set()
+
+
+def test_revision_ids_as_real_projects_write_them(tmp_path: Path, pg_url: str) -> None:
+    """Ids with dots, leading digits and underscores (any id Alembic allows) work end to end."""
+    first = Rev("0001_initial", None, "create applied_log", upgrade_sql=[LOG_TABLE])
+    users = Rev("2024_01_05_add_users", first.id, "add users",
+                upgrade_sql=["CREATE TABLE users (id INTEGER PRIMARY KEY)"],
+                downgrade_sql=["DROP TABLE users"])
+    tagged = Rev("v3.0.0.c", users.id, "release 3.0.0.c",
+                 upgrade_sql=["CREATE TABLE brands (id INTEGER PRIMARY KEY)"],
+                 downgrade_sql=["DROP TABLE brands"])
+    ini = make_project(tmp_path, [first, users, tagged])
+
+    code, report, _, stderr = run_migrate(ini, pg_url, "--to", "2024_01_05_add_users")
+    assert code == 0, stderr
+    assert report["applied"] == ["0001_initial", "2024_01_05_add_users"]
+    assert report["toRevision"] == report["targetRevision"] == "2024_01_05_add_users"
+
+    code, report, _, stderr = run_migrate(ini, pg_url, "--to", "v3.0.0.c")
+    assert code == 0, stderr
+    assert report["applied"] == ["v3.0.0.c"] and report["toRevision"] == "v3.0.0.c"
+    assert {"users", "brands"} <= table_names(pg_url)
+
+    code, report, _, stderr = run_migrate(ini, pg_url, "--to", "0001_initial", "--allow-downgrade")
+    assert code == 0, stderr
+    assert report["direction"] == "downgrade" and report["toRevision"] == "0001_initial"
+    assert report["applied"] == ["v3.0.0.c", "2024_01_05_add_users"]
+    assert not {"users", "brands"} & table_names(pg_url)
+
+    code, report, _, stderr = run_migrate(ini, pg_url, "--to", "2024_01")  # a unique prefix
+    assert code == 0, stderr
+    assert report["toRevision"] == "2024_01_05_add_users"
+
+    code, report, _, _ = run_migrate(ini, pg_url, "--to", "v3.0.0.c-1")  # '-' inside an id
+    assert code == 2 and report["error"]["reason"] == "InvalidSpec"
+    assert "not a revision identifier" in report["error"]["message"]
 
 
 def test_branches_and_merge_point(tmp_path: Path, pg_url: str) -> None:

@@ -17,6 +17,7 @@ import celpy
 import pytest
 import yaml
 
+from tests.revision_ids import ACCEPTED, MALFORMED, RELATIVE, TargetCase
 from umt_operator import spec as spec_module
 
 pytestmark = pytest.mark.unit
@@ -256,6 +257,7 @@ def test_cel_rules_use_the_operator_patterns(root_schema: dict[str, Any]) -> Non
     rules = " ".join(r["rule"] for r in target["x-kubernetes-validations"])
     assert f"'{spec_module.RELATIVE_REVISION_PATTERN}'" in rules
     assert f"'{spec_module.REVISION_PATTERN}'" in rules
+    assert f"!self.endsWith('{spec_module.BRANCH_BASE_SUFFIX}')" in rules
     resources = root_schema["properties"]["spec"]["properties"]["job"]["properties"]["resources"]
     for section in ("requests", "limits"):
         quantity = resources["properties"][section]["additionalProperties"]
@@ -267,25 +269,23 @@ def test_cel_rules_use_the_operator_patterns(root_schema: dict[str, Any]) -> Non
 # --- good and bad resources -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "target", ["head", "heads", "base", "feature@head", "3f2a9c1e7b42", "3f2a", "0001_initial"]
-)
-def test_valid_targets_are_accepted(root_schema: dict[str, Any], target: str) -> None:
-    assert spec_errors(root_schema, targetRevision=target) == []
+@pytest.mark.parametrize("case", ACCEPTED, ids=str)
+def test_valid_targets_are_accepted(root_schema: dict[str, Any], case: TargetCase) -> None:
+    assert spec_errors(root_schema, targetRevision=case.target) == [], case.why
 
 
-@pytest.mark.parametrize("target", ["+1", "-2", "head-1", "abc+2", "feature@head-1", "feature@+1"])
-def test_relative_targets_are_rejected(root_schema: dict[str, Any], target: str) -> None:
-    assert spec_errors(root_schema, targetRevision=target) == [
+@pytest.mark.parametrize("case", RELATIVE, ids=str)
+def test_relative_targets_are_rejected(root_schema: dict[str, Any], case: TargetCase) -> None:
+    assert spec_errors(root_schema, targetRevision=case.target) == [
         f".spec.targetRevision: {spec_module.RELATIVE_REVISION_MESSAGE}"
-    ]
+    ], case.why
 
 
-@pytest.mark.parametrize("target", ["xyz!", "", "head@", "a b", "feature@base", "ab:cd"])
-def test_malformed_targets_are_rejected(root_schema: dict[str, Any], target: str) -> None:
-    assert spec_errors(root_schema, targetRevision=target) == [
+@pytest.mark.parametrize("case", MALFORMED, ids=str)
+def test_malformed_targets_are_rejected(root_schema: dict[str, Any], case: TargetCase) -> None:
+    assert spec_errors(root_schema, targetRevision=case.target) == [
         f".spec.targetRevision: {spec_module.REVISION_FORMAT_MESSAGE}"
-    ]
+    ], case.why
 
 
 def test_target_revision_is_required(root_schema: dict[str, Any]) -> None:

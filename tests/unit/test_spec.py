@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from tests.revision_ids import ACCEPTED, MALFORMED, RELATIVE, TargetCase
 from umt_operator.spec import (
     RELATIVE_REVISION_MESSAGE,
     RESERVED_ENV_MESSAGE,
@@ -108,24 +109,20 @@ def test_parsed_spec_does_not_share_the_body() -> None:
     assert spec.job.pod_labels == {"a": "b"}
 
 
-@pytest.mark.parametrize(
-    "target", ["head", "heads", "base", "feature@head", "3f2a9c1e7b42", "3f2a", "0001_initial"]
-)
-def test_valid_targets(target: str) -> None:
-    assert revision_problem(target) is None
-    assert parse_spec(body(targetRevision=target)).target_revision == target
+@pytest.mark.parametrize("case", ACCEPTED, ids=str)
+def test_valid_targets(case: TargetCase) -> None:
+    assert revision_problem(case.target) is None, case.why
+    assert parse_spec(body(targetRevision=case.target)).target_revision == case.target
 
 
-@pytest.mark.parametrize(
-    "target", ["+1", "-1", "head-1", "abc+2", "feature@head-1", "release-2@head"]
-)
-def test_relative_targets_are_refused(target: str) -> None:
-    assert invalid(targetRevision=target) == RELATIVE_REVISION_MESSAGE
+@pytest.mark.parametrize("case", RELATIVE, ids=str)
+def test_relative_targets_are_refused(case: TargetCase) -> None:
+    assert invalid(targetRevision=case.target) == RELATIVE_REVISION_MESSAGE, case.why
 
 
-@pytest.mark.parametrize("target", ["xyz!", "head@", "a b", "feature@base"])
-def test_malformed_targets_are_refused(target: str) -> None:
-    assert invalid(targetRevision=target) == REVISION_FORMAT_MESSAGE
+@pytest.mark.parametrize("case", [c for c in MALFORMED if c.target], ids=str)
+def test_malformed_targets_are_refused(case: TargetCase) -> None:
+    assert invalid(targetRevision=case.target) == REVISION_FORMAT_MESSAGE, case.why
 
 
 @pytest.mark.parametrize("target", [None, "", 42])
