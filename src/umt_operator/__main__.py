@@ -1,7 +1,10 @@
 """``python -m umt_operator``: run the operator with its ``UMT_OPERATOR_*`` settings.
 
 Equivalent to ``kopf run -m umt_operator.handlers --standalone`` with the namespaces and the
-liveness port taken from the settings, which are validated before anything starts.
+liveness port taken from the settings, which are validated before anything starts. kopf's own
+peering stays off (``standalone``): with ``UMT_OPERATOR_LEADER_ELECTION`` on, replicas elect
+one leader through a Lease instead (see ``leader.py``); a standby waits in the startup handler
+and a leader that loses its Lease exits with status 1.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import sys
 
 import kopf
 
-from umt_operator.settings import Settings, SettingsError
+from umt_operator.settings import HEALTH_PATH, Settings, SettingsError
 
 
 def main() -> int:
@@ -26,7 +29,7 @@ def main() -> int:
         standalone=True,
         clusterwide=settings.cluster_wide,
         namespaces=list(settings.namespaces),
-        liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",
+        liveness_endpoint=f"http://0.0.0.0:{settings.health_port}{HEALTH_PATH}",
         memo=kopf.Memo(settings=settings),
     )
     return 0

@@ -14,6 +14,7 @@ from typing import Any
 
 import kopf
 
+from umt_operator import leader
 from umt_operator.jobs import ANNOTATION_OWNER
 from umt_operator.kube import GROUP, PLURAL, VERSION, KubeAPI
 from umt_operator.metrics import Metrics
@@ -41,6 +42,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     if config.metrics_enabled and not memo.get("metrics"):
         metrics.serve(config.metrics_port)
     memo["context"] = Context(api=KubeAPI(info), settings=config, metrics=metrics)
+    if config.leader_election:  # a standby waits here: kopf watches nothing before we return
+        memo["leadership"] = await leader.lead(memo["context"].api, config)
     settings.posting.level = logging.WARNING  # Events: our own (kopf.event) plus warnings
     # The CRD is installed with the operator and namespaces are named: no need to watch
     # CRDs and Namespaces, so no RBAC to read them either.
@@ -57,6 +60,8 @@ def login(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any) -> 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     context: Context | None = memo.get("context")
+    if memo.get("leadership") is not None:  # after kopf stopped handling: a standby may lead
+        await memo["leadership"].release()
     if context is not None:
         await context.api.close()
 

@@ -104,6 +104,23 @@ class KubeAPI:
         )
         return list((found or {}).get("items") or [])
 
+    # -- Leases (leader election, see leader.py) ----------------------------------------------
+    # Writes are create (POST) and replace (PUT) with the resourceVersion last read: a stale
+    # one gets 409 Conflict, raised as KubeError, so two replicas can never both take a Lease.
+
+    def _lease_path(self, namespace: str, name: str = "") -> str:
+        path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+        return f"{path}/{name}" if name else path
+
+    async def get_lease(self, namespace: str, name: str) -> Body | None:
+        return await self._request("GET", self._lease_path(namespace, name), absent_ok=True)
+
+    async def create_lease(self, namespace: str, lease: Body) -> Body:
+        return await self._request("POST", self._lease_path(namespace), body=lease) or lease
+
+    async def replace_lease(self, namespace: str, name: str, lease: Body) -> Body:
+        return await self._request("PUT", self._lease_path(namespace, name), body=lease) or lease
+
     # -- plumbing ------------------------------------------------------------------------------
 
     async def _request(

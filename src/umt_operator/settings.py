@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from umt_operator.spec import (
@@ -20,6 +21,10 @@ from umt_operator.spec import (
 
 PREFIX = "UMT_OPERATOR_"
 DEFAULT_IMAGE = "ghcr.io/umt/umt-migrations:0.1.0"
+#: The liveness endpoint's path (kopf's, or the standby's while it waits for the Lease).
+HEALTH_PATH = "/healthz"
+#: Where Kubernetes mounts the pod's own namespace (with the service account token).
+POD_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
 class SettingsError(ValueError):
@@ -42,6 +47,12 @@ class Settings:
     lock_timeout_seconds: int = 300
     metrics_port: int = 9090
     health_port: int = 8080
+    #: How long a migration pod may wait for a node before the resource is ``Stalled``.
+    unschedulable_seconds: int = 60
+    leader_election: bool = False
+    lease_name: str = "umt-schema-operator"
+    lease_namespace: str = ""  # default: the pod's own namespace
+    lease_duration_seconds: int = 15
 
     @property
     def cluster_wide(self) -> bool:
@@ -54,8 +65,12 @@ class Settings:
         return self.metrics_port != 0
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read and validate the settings from ``environ`` (default: ``os.environ``)."""
+    def from_env(cls, environ: Mapping[str, str] | None = None, *,
+                 pod_namespace_file: Path = POD_NAMESPACE_FILE) -> Settings:
+        """Read and validate the settings from ``environ`` (default: ``os.environ``).
+
+        The Lease's namespace defaults to the pod's own, read from ``pod_namespace_file``.
+        """
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         errors: list[str] = []
@@ -67,9 +82,22 @@ class Settings:
                 values[field_name] = parse(raw.strip())
             except ValueError as exc:
                 errors.append(f"{PREFIX}{field_name.upper()}: {exc}, got {raw!r}")
+        settings = cls(**values)
+        if settings.leader_election and not settings.lease_namespace:
+            settings = replace(settings, lease_namespace=_pod_namespace(pod_namespace_file))
+            if not settings.lease_namespace:
+                errors.append(f"{PREFIX}LEASE_NAMESPACE: required when {PREFIX}LEADER_ELECTION "
+                              f"is on outside a pod (no {pod_namespace_file})")
         if errors:
             raise SettingsError("invalid operator settings: " + "; ".join(errors))
-        return cls(**values)
+        return settings
+
+
+def _pod_namespace(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
 
 
 def _integer(low: int, high: int) -> Callable[[str], int]:
@@ -97,6 +125,28 @@ def _namespaces(raw: str) -> tuple[str, ...]:
     if bad:
         raise ValueError(f"{', '.join(bad)} is not a valid namespace name")
     return names
+
+
+def _boolean(raw: str) -> bool:
+    value = raw.lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off", ""):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _dns_label(raw: str) -> str:
+    if raw and not _is_dns_label(raw):
+        raise ValueError("must be a lowercase DNS label (a-z, 0-9, '-', at most 63)")
+    return raw
+
+
+def _dns_subdomain(raw: str) -> str:
+    labels = raw.split(".")
+    if not 0 < len(raw) <= 253 or not all(_is_dns_label(label) for label in labels):
+        raise ValueError("must be a lowercase DNS subdomain name (a-z, 0-9, '-', '.')")
+    return raw
 
 
 def _pull_policy(raw: str) -> str | None:
@@ -128,4 +178,9 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "lock_timeout_seconds": _integer(0, 86400),
     "metrics_port": _integer(0, 65535),
     "health_port": _integer(1, 65535),
+    "unschedulable_seconds": _integer(0, 86400),
+    "leader_election": _boolean,
+    "lease_name": _dns_subdomain,
+    "lease_namespace": _dns_label,
+    "lease_duration_seconds": _integer(2, 3600),
 }

@@ -42,6 +42,7 @@ SECRETS = "v1/secrets"
 CONFIGMAPS = "v1/configmaps"
 EVENTS = "v1/events"
 CRDS = "apiextensions.k8s.io/v1/customresourcedefinitions"
+LEASES = "coordination.k8s.io/v1/leases"
 
 ResourceRef = str | kmock.resource | ResourceType
 
@@ -177,7 +178,8 @@ class Emulator:
             subresources={"status"} if status_subresource else set(),
         )
         rtype = ResourceType(ref, kind, namespaced, status_subresource,
-                             orphan_by_default=(ref == kmock.resource(JOBS)))
+                             orphan_by_default=(ref == kmock.resource(JOBS)),
+                             unconditional_update=(ref != kmock.resource(LEASES)))
         self.store.register(rtype, defaults=defaults, admission=list(admission))
         if printer_columns is not None:
             self.server.printer_columns[ref] = tuple(printer_columns)

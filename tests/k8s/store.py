@@ -50,6 +50,9 @@ class ResourceType:
     namespaced: bool
     status_subresource: bool
     orphan_by_default: bool = False  # batch/v1 Jobs: API deletes without a policy orphan pods
+    #: A PUT without `metadata.resourceVersion` is accepted (the strategy's
+    #: `AllowUnconditionalUpdate`); Leases refuse it (pkg/registry/coordination/lease/strategy.go).
+    unconditional_update: bool = True
 
     @property
     def api_version(self) -> str:
@@ -179,7 +182,14 @@ class ObjectStore:
                 subresource: str | None = None) -> Body:
         with self.lock:
             current = self._require(rtype, namespace, name)
-            self._check_rv(rtype, current, (body.get("metadata") or {}).get("resourceVersion"))
+            requested = (body.get("metadata") or {}).get("resourceVersion")
+            if not requested and not rtype.unconditional_update:
+                # k8s.io/apiserver/pkg/registry/generic/registry/store.go, Store.Update: with no
+                # resourceVersion and no unconditional updates, "must be specified for an update".
+                raise ApiError(422, "Invalid", f'{rtype.qualified_plural} "{name}" is invalid: '
+                               "metadata.resourceVersion: Invalid value: 0: must be specified "
+                               "for an update", name=name)
+            self._check_rv(rtype, current, requested)
             return self._update(rtype, current, copy.deepcopy(body), subresource)
 
     def delete(self, rtype: ResourceType, namespace: str | None, name: str, *,
@@ -273,6 +283,11 @@ class ObjectStore:
 
     @staticmethod
     def _check_rv(rtype: ResourceType, current: Body, requested: str | None) -> None:
+        """Optimistic concurrency: a write carrying a resourceVersion other than the stored one
+        is refused with 409 Conflict (k8s.io/apiserver/pkg/registry/generic/registry/store.go,
+        Store.Update, `OptimisticLockErrorMsg`; "Concurrency Control and Consistency" in
+        https://github.com/kubernetes/community/blob/master/contributors/devel/sig-architecture/api-conventions.md).
+        Two clients updating from the same read: the first wins, the second gets 409."""
         if requested is not None and requested != current["metadata"]["resourceVersion"]:
             name = current["metadata"]["name"]
             raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on '

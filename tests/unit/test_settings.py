@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -26,6 +27,9 @@ def test_defaults_without_any_variable() -> None:
     assert settings.lock_timeout_seconds == 300
     assert (settings.metrics_port, settings.health_port) == (9090, 8080)
     assert settings.metrics_enabled is True
+    assert settings.leader_election is False
+    assert (settings.lease_name, settings.lease_namespace) == ("umt-schema-operator", "")
+    assert settings.lease_duration_seconds == 15
 
 
 def test_every_variable_is_read() -> None:
@@ -42,6 +46,10 @@ def test_every_variable_is_read() -> None:
         "UMT_OPERATOR_LOCK_TIMEOUT_SECONDS": "60",
         "UMT_OPERATOR_METRICS_PORT": "0",
         "UMT_OPERATOR_HEALTH_PORT": "8081",
+        "UMT_OPERATOR_LEADER_ELECTION": "true",
+        "UMT_OPERATOR_LEASE_NAME": "umt.operator-lock",
+        "UMT_OPERATOR_LEASE_NAMESPACE": "ops",
+        "UMT_OPERATOR_LEASE_DURATION_SECONDS": "30",
         "UNRELATED": "ignored",
     }
     settings = Settings.from_env(env)
@@ -58,6 +66,10 @@ def test_every_variable_is_read() -> None:
         lock_timeout_seconds=60,
         metrics_port=0,
         health_port=8081,
+        leader_election=True,
+        lease_name="umt.operator-lock",
+        lease_namespace="ops",
+        lease_duration_seconds=30,
     )
     assert settings.cluster_wide is False
     assert settings.metrics_enabled is False
@@ -89,6 +101,11 @@ def test_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
         ("DEFAULT_IMAGE", " ", "must not be empty, got ' '"),
         ("RUNNER_COMMAND", "", "must not be empty"),
         ("NAMESPACES", "umt,Bad_NS", "Bad_NS is not a valid namespace name"),
+        ("LEADER_ELECTION", "maybe", "must be true or false"),
+        ("LEASE_NAME", "Umt_Lock", "must be a lowercase DNS subdomain name"),
+        ("LEASE_NAME", "", "must be a lowercase DNS subdomain name"),
+        ("LEASE_NAMESPACE", "ops.team", "must be a lowercase DNS label"),
+        ("LEASE_DURATION_SECONDS", "1", "must be an integer between 2 and 3600"),
     ],
 )
 def test_invalid_values_name_the_variable(name: str, value: str, message: str) -> None:
@@ -122,3 +139,32 @@ def test_empty_optional_values() -> None:
 def test_settings_are_immutable() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         Settings().job_backoff_limit = 5  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("true", True), ("True", True), ("1", True), ("yes", True), ("on", True),
+    ("false", False), ("0", False), ("no", False), ("off", False), ("", False),
+])
+def test_leader_election_switch(raw: str, expected: bool, tmp_path: Path) -> None:
+    env = {"UMT_OPERATOR_LEADER_ELECTION": raw, "UMT_OPERATOR_LEASE_NAMESPACE": "ops"}
+    assert Settings.from_env(env, pod_namespace_file=tmp_path / "none").leader_election is expected
+
+
+def test_lease_namespace_defaults_to_the_pods_own(tmp_path: Path) -> None:
+    namespace_file = tmp_path / "namespace"
+    namespace_file.write_text("umt-system\n")
+    env = {"UMT_OPERATOR_LEADER_ELECTION": "true"}
+    settings = Settings.from_env(env, pod_namespace_file=namespace_file)
+    assert settings.lease_namespace == "umt-system"
+    env["UMT_OPERATOR_LEASE_NAMESPACE"] = "ops"  # an explicit one wins
+    assert Settings.from_env(env, pod_namespace_file=namespace_file).lease_namespace == "ops"
+
+
+def test_lease_namespace_is_required_outside_a_pod(tmp_path: Path) -> None:
+    missing = tmp_path / "namespace"
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"UMT_OPERATOR_LEADER_ELECTION": "on"}, pod_namespace_file=missing)
+    assert "UMT_OPERATOR_LEASE_NAMESPACE: required when UMT_OPERATOR_LEADER_ELECTION is on" \
+        in str(caught.value)
+    # without leader election, no namespace is needed and none is looked up
+    assert Settings.from_env({}, pod_namespace_file=missing).lease_namespace == ""
