@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test unit install quickstart e2e bench clean
+.PHONY: test unit install quickstart e2e bench clean manifests
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ quickstart: install
 ## Opt-in: the same operator scenarios on a real kind cluster (needs Docker and kind).
 e2e: install
 	UMT_E2E=1 $(BIN)/pytest -m e2e tests/e2e
+
+## The chart's copy of crds/ and the plain install operator/, rendered from the chart (helm template).
+manifests:
+	./scripts/render-manifests
 
 bench: install
 	$(BIN)/python benchmarks/bench_runner.py
