@@ -194,6 +194,13 @@ def make_project(
     return ini
 
 
+def set_script_location(ini: Path, location: str) -> None:
+    """Rewrite the ``script_location`` of a generated project's ``alembic.ini``."""
+    text = ini.read_text()
+    old = next(line for line in text.splitlines() if line.startswith("script_location"))
+    ini.write_text(text.replace(old, f"script_location = {location}"))
+
+
 def linear_chain(count: int, *, prefix: str = "c") -> list[Rev]:
     """``count`` revisions after the log table, each creating a small table."""
     revs = [Rev("a000000000000", None, "create applied_log")]

@@ -69,21 +69,25 @@ def create(project: Project, message: str, autogenerate: bool = False) -> Path:
     """New revision file; with ``autogenerate`` the operations come from model changes."""
     if not message.strip():
         raise CommandError("--message must not be empty: it names the revision file")
-    script = command.revision(project.alembic_config(), message=message, autogenerate=autogenerate)
-    scripts = script if isinstance(script, list) else [script]
-    return Path(scripts[0].path)  # type: ignore[union-attr]
+    with project.running():
+        config = project.alembic_config()
+        script = command.revision(config, message=message, autogenerate=autogenerate)
+        scripts = script if isinstance(script, list) else [script]
+        return Path(scripts[0].path).absolute()  # type: ignore[union-attr]
 
 
 def upgrade(project: Project, revision: str = "head", sql: bool = False) -> None:
-    if not sql:
-        _require_current_for_relative(project, revision)
-    command.upgrade(project.alembic_config(), revision, sql=sql)
+    with project.running():
+        if not sql:
+            _require_current_for_relative(project, revision)
+        command.upgrade(project.alembic_config(), revision, sql=sql)
 
 
 def downgrade(project: Project, revision: str, sql: bool = False) -> None:
-    if not sql:
-        _require_current_for_relative(project, revision)
-    command.downgrade(project.alembic_config(), revision, sql=sql)
+    with project.running():
+        if not sql:
+            _require_current_for_relative(project, revision)
+        command.downgrade(project.alembic_config(), revision, sql=sql)
 
 
 def _require_current_for_relative(project: Project, revision: str) -> None:
@@ -109,27 +113,32 @@ def _require_current_for_relative(project: Project, revision: str) -> None:
 
 
 def history(project: Project, verbose: bool = False) -> None:
-    command.history(project.alembic_config(), verbose=verbose, indicate_current=False)
+    with project.running():
+        command.history(project.alembic_config(), verbose=verbose, indicate_current=False)
 
 
 def current(project: Project, verbose: bool = False) -> None:
-    command.current(project.alembic_config(), verbose=verbose)
+    with project.running():
+        command.current(project.alembic_config(), verbose=verbose)
 
 
 def heads(project: Project, verbose: bool = False) -> None:
-    command.heads(project.alembic_config(), verbose=verbose)
+    with project.running():
+        command.heads(project.alembic_config(), verbose=verbose)
 
 
 def merge(project: Project, message: str | None = None) -> Path | None:
     """Merge all heads into one revision; None when there is a single head already."""
-    config = project.alembic_config()
-    heads_now = ScriptDirectory.from_config(config).get_heads()
-    if len(heads_now) < 2:
-        return None
-    script = command.merge(config, revisions="heads", message=message or "merge heads")
-    return Path(script.path) if script is not None else None
+    with project.running():
+        config = project.alembic_config()
+        heads_now = ScriptDirectory.from_config(config).get_heads()
+        if len(heads_now) < 2:
+            return None
+        script = command.merge(config, revisions="heads", message=message or "merge heads")
+        return Path(script.path).absolute() if script is not None else None
 
 
 def check(project: Project) -> None:
     """Raise ``CommandError`` when models and migrations disagree."""
-    command.check(project.alembic_config())
+    with project.running():
+        command.check(project.alembic_config())

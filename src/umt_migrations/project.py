@@ -79,7 +79,7 @@ class Project:
     def locate(cls, config: str | None = None, url: str | None = None) -> Project:
         config_path = find_config(config)
         resolved = absolute_sqlite(resolve_url(url, config_path), Path.cwd())
-        return cls(config_path, resolved, _workdir_for(config_path))
+        return cls(config_path, resolved, find_script_base(config_path))
 
     def alembic_config(self, **attributes: object) -> Config:
         """A fresh :class:`Config` with the URL set (``%`` escaped for ConfigParser)."""
@@ -102,16 +102,38 @@ class Project:
             os.chdir(previous)
 
 
-def _workdir_for(config_path: Path) -> Path:
-    """Where to run: here, unless ``script_location`` only makes sense from the ini's folder.
+def find_script_base(config_path: Path) -> Path:
+    """Where to run: the directory a relative ``script_location`` is relative to.
 
-    Many projects write ``script_location = migrations`` and expect ``cd project && alembic``;
-    Alembic resolves that against the working directory, not against the ini file.
+    Alembic resolves a relative ``script_location`` against the working directory, so projects
+    write ``migrations``, ``.`` or a path that only makes sense from a parent folder (such as
+    site-packages, where their own code overrides it). Tried in order: the working directory,
+    the ini's folder, then each of its parents; the first where the location holds an
+    ``env.py`` wins. An absolute location (``%(here)s/...``) or a package resource
+    (``myapp:migrations``) runs from here.
     """
     cwd = Path.cwd()
-    location = Config(str(config_path)).get_alembic_option("script_location") or ""
-    if not location or ":" in location or Path(location).is_absolute():
+    location = Config(str(config_path)).get_alembic_option("script_location")
+    if not location or (":" in location and not Path(location).is_absolute()):
+        return cwd  # none: Alembic says so; a package resource: Alembic finds it
+    if Path(location).is_absolute():
+        if not (Path(location) / "env.py").is_file():
+            raise ProjectError(
+                f"script_location {location} (from {config_path}) holds no env.py: point "
+                "script_location at the project's migrations folder"
+            )
         return cwd
-    if (cwd / location).is_dir() or not (config_path.parent / location).is_dir():
-        return cwd
-    return config_path.parent
+    tried: list[Path] = []
+    for base in (cwd, config_path.parent, *config_path.parent.parents):
+        candidate = Path(os.path.normpath(base / location))
+        if candidate in tried:
+            continue
+        tried.append(candidate)
+        if (candidate / "env.py").is_file():
+            return base
+    raise ProjectError(
+        f"relative script_location '{location}' (from {config_path}) holds no env.py in any of "
+        f"the places tried, in order: {', '.join(map(str, tried))}. Run from the directory it "
+        "is relative to (a SchemaMigration's spec.alembic.workingDir), or make it absolute "
+        "with %(here)s"
+    )

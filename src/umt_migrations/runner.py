@@ -11,7 +11,7 @@ import logging
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -58,6 +58,8 @@ def migrate(project: Project, request: MigrateRequest, out: TextIO = sys.stdout)
     """Move the project's database to ``request.target``; never raises, always reports."""
     started = time.monotonic()
     report = Report(ok=False, database=describe_target(project.url))
+    if request.report_path is not None:  # relative to where we were started, not the workdir
+        request = replace(request, report_path=request.report_path.absolute())
     with project.running():
         try:
             script = ScriptDirectory.from_config(project.alembic_config())

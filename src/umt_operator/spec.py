@@ -51,6 +51,7 @@ REVISION_FORMAT_MESSAGE = (
     "targetRevision must be head, heads, base, <branch>@head or a revision id "
     "(any characters but @, -, + and :); <branch>@base is not supported"
 )
+WORKING_DIR_MESSAGE = "alembic.workingDir must be an absolute path (starting with /)"
 SECRET_NAME_MESSAGE = (
     "database.urlSecretRef.name must name a Secret in the same namespace "
     "(lowercase letters, digits, '-' and '.', at most 253 characters)"
@@ -114,6 +115,7 @@ class MigrationSpec:
     image: str | None = None
     image_pull_policy: str | None = None
     alembic_config: str | None = None
+    alembic_working_dir: str | None = None  #: the container's workingDir
     job: JobOptions = field(default_factory=JobOptions)
 
 
@@ -150,9 +152,14 @@ def parse_spec(body_spec: Mapping[str, Any] | None) -> MigrationSpec:
         problems.append(f"imagePullPolicy must be one of {', '.join(IMAGE_PULL_POLICIES)}")
     alembic = _or_empty(spec.get("alembic"), {})
     if not isinstance(alembic, Mapping):
-        problems.append("alembic must be an object: {config: /path/to/alembic.ini}")
+        problems.append(
+            "alembic must be an object: {config: /path/to/alembic.ini, workingDir: /path}"
+        )
         alembic = {}
     config = _optional_str(alembic, "config", problems, "alembic.config")
+    working_dir = _optional_str(alembic, "workingDir", problems, "alembic.workingDir")
+    if working_dir is not None and not working_dir.startswith("/"):
+        problems.append(WORKING_DIR_MESSAGE)
     job = _parse_job(_or_empty(spec.get("job"), {}), problems)
     if problems:
         raise InvalidSpec("; ".join(problems))
@@ -163,6 +170,7 @@ def parse_spec(body_spec: Mapping[str, Any] | None) -> MigrationSpec:
         image=image or None,
         image_pull_policy=pull_policy,
         alembic_config=config or None,
+        alembic_working_dir=working_dir or None,
         job=job,
     )
 

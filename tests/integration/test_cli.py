@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.alembic_projects import linear_chain, make_project, set_script_location
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.integration
@@ -179,3 +180,24 @@ def test_autogenerate_on_a_changed_model_then_check(project_copy: Path, pg_url: 
     assert check.returncode == 0, check.stderr
     back = cli("downgrade", "-1", "--url", pg_url, cwd=project_copy, program=own)
     assert back.returncode == 0, back.stderr
+
+
+def test_day_to_day_commands_find_a_relative_script_location(tmp_path: Path, pg_url: str) -> None:
+    """An installed project whose ini says ``myapp/migrations`` (relative to site-packages)."""
+    ini = make_project(tmp_path / "site-packages" / "myapp", linear_chain(2),
+                       relative_script_location=True)
+    set_script_location(ini, "myapp/migrations")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    common = ["--config", str(ini), "--url", pg_url]
+    up = cli("upgrade", *common, cwd=elsewhere)
+    assert up.returncode == 0, up.stderr
+    current = cli("current", *common, cwd=elsewhere)
+    assert current.returncode == 0 and "c00000000002 (head)" in current.stdout, current.stderr
+    history = cli("history", *common, cwd=elsewhere)
+    assert history.returncode == 0 and "a000000000000" in history.stdout
+
+    set_script_location(ini, "nowhere")
+    line = one_error_line(cli("current", *common, cwd=elsewhere))
+    assert "no env.py" in line and str(elsewhere / "nowhere") in line
+    assert str(tmp_path / "site-packages" / "nowhere") in line

@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.alembic_projects import ENV_STYLES, LOG_TABLE, Rev, linear_chain, make_project
+from tests.alembic_projects import (
+    ENV_STYLES,
+    LOG_TABLE,
+    Rev,
+    linear_chain,
+    make_project,
+    set_script_location,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -336,6 +343,63 @@ def test_any_alembic_project(tmp_path: Path, pg_url: str, env_style: str, relati
     assert sorted(log_rows(pg_url)) == sorted(
         [(r.id, "up") for r in revs] + [(revs[3].id, "down"), (revs[2].id, "down")])
     assert not list(elsewhere.glob("*.db")), "no stray SQLite file may appear"
+
+
+def relative_layout(tmp_path: Path, layout: str) -> tuple[Path, Path]:
+    """A project whose relative script_location only works from one directory: (ini, that dir).
+
+    - ``dot``: the ini sits in the migrations folder itself (``script_location = .``);
+    - ``parent``: as installed in site-packages, the path is relative to the ini's parent
+      (``myapp/migrations``), which the project's own code would make absolute;
+    - ``cwd``: relative to where its users run it, not to the ini (``config/alembic.ini``).
+    """
+    revs = linear_chain(2)
+    if layout == "dot":
+        make_project(tmp_path / "app", revs, relative_script_location=True)
+        ini = (tmp_path / "app" / "alembic.ini").rename(tmp_path / "app/migrations/alembic.ini")
+        set_script_location(ini, ".")
+        return ini, ini.parent
+    if layout == "parent":
+        ini = make_project(tmp_path / "site-packages" / "myapp", revs,
+                           relative_script_location=True)
+        set_script_location(ini, "myapp/migrations")
+        return ini, tmp_path / "site-packages"
+    ini = make_project(tmp_path / "app", revs, relative_script_location=True)
+    (tmp_path / "app" / "config").mkdir()
+    return ini.rename(tmp_path / "app" / "config" / "alembic.ini"), tmp_path / "app"
+
+
+@pytest.mark.parametrize("layout", ["dot", "parent", "cwd"])
+def test_relative_script_location_is_found_where_its_users_find_it(
+    tmp_path: Path, pg_url: str, layout: str
+) -> None:
+    ini, home = relative_layout(tmp_path, layout)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    cwd = home if layout == "cwd" else elsewhere  # 'cwd': found only from the users' directory
+    # (the later --report wins: a relative one, written where the runner was started)
+    code, _, stdout, stderr = run_migrate(ini, pg_url, "--to", "head", "--report", "r.json",
+                                          cwd=cwd)
+    assert code == 0, stderr
+    report = json.loads((cwd / "r.json").read_text())
+    assert report == json.loads(stdout)
+    assert report["toRevision"] == "c00000000002" and len(report["applied"]) == 3
+
+
+def test_a_script_location_found_nowhere_names_every_place_tried(tmp_path: Path) -> None:
+    ini, _ = relative_layout(tmp_path, "parent")
+    set_script_location(ini, "lost/migrations")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    code, report, _, stderr = run_migrate(ini, f"sqlite:///{tmp_path / 'x.db'}", "--to", "head",
+                                          cwd=elsewhere)
+    assert code == 2 and "Traceback" not in stderr
+    message = report["error"]["message"]
+    assert report["error"]["reason"] == "InvalidSpec"
+    tried = [elsewhere, ini.parent, *ini.parent.parents]
+    places = [str(base / "lost" / "migrations") for base in tried]
+    listed = message.split("in order: ", 1)[1].split(". Run from", 1)[0]
+    assert listed.split(", ") == places, message
 
 
 def test_single_transaction_project_reports_the_rollback(tmp_path: Path, pg_url: str) -> None:

@@ -373,7 +373,7 @@ def test_a_spec_with_every_knob_is_accepted(root_schema: dict[str, Any]) -> None
         allowDowngrade=True,
         image="registry.example/umt:1.4.0",
         imagePullPolicy="Always",
-        alembic={"config": "/srv/alembic.ini"},
+        alembic={"config": "/srv/alembic.ini", "workingDir": "/srv"},
         job=job,
     )
     assert errors == []
@@ -388,6 +388,9 @@ def test_a_spec_with_every_knob_is_accepted(root_schema: dict[str, Any]) -> None
         ({"job": {"tolerations": [{"operator": "Maybe"}]}},
          ".spec.job.tolerations[0].operator: Unsupported value: 'Maybe'"),
         ({"targetRevision": "a" * 129}, ".spec.targetRevision: Too long"),
+        ({"alembic": {"workingDir": "srv/app"}},
+         f".spec.alembic.workingDir: {spec_module.WORKING_DIR_MESSAGE}"),
+        ({"alembic": {"workingDir": ""}}, ".spec.alembic.workingDir: Required value"),
         ({"job": {"resources": {"limits": {"memory": "1 GB"}}}},
          ".spec.job.resources.limits[memory]: should match"),
     ],

@@ -40,7 +40,7 @@ ALL_KNOBS = {
     "database": {"urlSecretRef": {"name": "umt-db", "key": "dsn"}},
     "image": "registry.example/umt:1.4.0",
     "imagePullPolicy": "Always",
-    "alembic": {"config": "/srv/app/alembic.ini"},
+    "alembic": {"config": "/srv/app/alembic.ini", "workingDir": "/srv/app"},
     "job": {
         "backoffLimit": 0,
         "activeDeadlineSeconds": 600,
@@ -277,6 +277,12 @@ def test_minimal_job_leaves_optional_fields_out() -> None:
     for absent in ("serviceAccountName", "nodeSelector", "tolerations"):
         assert absent not in pod_spec(job)
     assert "imagePullPolicy" not in container(job)
+    assert "workingDir" not in container(job)  # the image's own
+
+
+def test_working_dir_is_the_containers() -> None:
+    """A project whose script_location is relative to some directory runs from it."""
+    assert container(render(CASES["all-knobs"]))["workingDir"] == "/srv/app"
 
 
 def test_image_argument_is_used() -> None:

@@ -16,6 +16,7 @@ from umt_operator.spec import (
     InvalidSpec,
     JobOptions,
     MigrationSpec,
+    WORKING_DIR_MESSAGE,
     SecretRef,
     parse_spec,
     revision_problem,
@@ -71,7 +72,7 @@ def test_every_field_is_read() -> None:
             database={"urlSecretRef": {"name": "db", "key": "dsn"}},
             image="registry/umt:1.4.0",
             imagePullPolicy="Always",
-            alembic={"config": "/srv/alembic.ini"},
+            alembic={"config": "/srv/alembic.ini", "workingDir": "/srv"},
             job=job,
         )
     )
@@ -80,6 +81,7 @@ def test_every_field_is_read() -> None:
     assert spec.database == SecretRef("db", "dsn")
     assert (spec.image, spec.image_pull_policy) == ("registry/umt:1.4.0", "Always")
     assert spec.alembic_config == "/srv/alembic.ini"
+    assert spec.alembic_working_dir == "/srv"
     assert spec.job == JobOptions(
         backoff_limit=0,
         active_deadline_seconds=600,
@@ -190,6 +192,8 @@ def test_env_entries_need_a_name_and_one_source() -> None:
         ({"image": 3}, "image must be a string"),
         ({"alembic": "x.ini"}, "alembic must be an object"),
         ({"alembic": {"config": 1}}, "alembic.config must be a string"),
+        ({"alembic": {"workingDir": 1}}, "alembic.workingDir must be a string"),
+        ({"alembic": {"workingDir": "srv/app"}}, WORKING_DIR_MESSAGE),
         ({"job": []}, "job must be an object"),
         ({"database": {"urlSecretRef": "db"}}, "database.urlSecretRef is required"),
         ({"job": {"env": [{"name": "A"}, "B=1"]}}, "job.env must be a list of objects"),
