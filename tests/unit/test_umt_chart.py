@@ -1,0 +1,276 @@
+"""The example application chart charts/umt: the app rolled out only after its migration,
+with the wait-for-schema gate, through the real `helm` binary.
+
+charts/umt depends on charts/schema-migration (`file://../schema-migration`). Nothing that
+`helm dependency build` generates is committed: the fixture copies both charts to a temporary
+folder and builds the dependency there, so every run tests the subchart as it is in the tree.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.k8s.fixtures import helm_binary  # noqa: F401  (fixture)
+from tests.unit.test_schema_migration_chart import (
+    HOOK_KINDS,
+    KUBERNETES_VERSION,
+    SMIG,
+    assert_restricted,
+    assert_valid_schema_migration,
+    hook_manifest,
+    one,
+)
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+SOURCE = ROOT / "charts" / "umt"
+META = yaml.safe_load((SOURCE / "Chart.yaml").read_text())
+VALUES = yaml.safe_load((SOURCE / "values.yaml").read_text())
+RELEASE, NAMESPACE = "umt", "umt"
+IMAGE = f"ghcr.io/umt/umt-migrations:{META['appVersion']}"
+
+SCENARIOS: dict[str, list[str]] = {
+    "hook": [],
+    "resource": ["--set", "schema-migration.mode=resource"],
+    "own-app": [
+        "--set", "app.image.repository=registry.example/umt-web", "--set", "app.image.tag=7.2.0",
+        "--set", "app.command={/app/bin/serve}", "--set-string", "app.args={--port,9000}",
+        "--set", "app.port=9000", "--set", "app.env[0].name=LOG_LEVEL",
+        "--set", "app.env[0].value=info", "--set", "global.image.tag=0.2.0",
+        "--set", "database.urlSecretRef.name=umt-prod-db",
+        "--set", "schema-migration.database.urlSecretRef.name=umt-prod-db",
+        "--set", "schema-migration.targetRevision=0abb288d754e",
+    ],
+    "no-gate": ["--set", "gate.enabled=false", "--set", "service.enabled=false"],
+}
+
+Objects = list[dict[str, Any]]
+
+
+def helm(binary: Path, chart: Path, command: str, *args: str) -> subprocess.CompletedProcess[str]:
+    target = [RELEASE, str(chart)] if command == "template" else [str(chart)]
+    return subprocess.run([str(binary), command, *target, "--namespace", NAMESPACE, *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def chart(helm_binary: Path,  # noqa: F811
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """charts/umt with its dependency built, in a copy (nothing generated lands in the tree)."""
+    work = tmp_path_factory.mktemp("charts")
+    for name in ("umt", "schema-migration"):
+        shutil.copytree(ROOT / "charts" / name, work / name,
+                        ignore=shutil.ignore_patterns("charts", "Chart.lock"))
+    built = subprocess.run([str(helm_binary), "dependency", "build", str(work / "umt")],
+                           capture_output=True, text=True, timeout=60)
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert [p.name for p in (work / "umt" / "charts").iterdir()] == ["schema-migration-0.1.0.tgz"]
+    yield work / "umt"
+
+
+@pytest.fixture(scope="module")
+def rendered(helm_binary: Path, chart: Path) -> dict[str, Objects]:  # noqa: F811
+    out = {}
+    for name, args in SCENARIOS.items():
+        result = helm(helm_binary, chart, "template", *args)
+        assert result.returncode == 0, result.stderr
+        out[name] = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    return out
+
+
+def pod_of(objects: Objects) -> dict[str, Any]:
+    return one(objects, "Deployment")["spec"]["template"]["spec"]
+
+
+def container(objects: Objects, name: str) -> dict[str, Any]:
+    pod = pod_of(objects)
+    (found,) = [c for c in pod["containers"] + pod.get("initContainers", [])
+                if c["name"] == name]
+    return found
+
+
+def database_url_source(each: dict[str, Any]) -> dict[str, str]:
+    (env,) = [e for e in each["env"] if e["name"] == "DATABASE_URL"]
+    return env["valueFrom"]["secretKeyRef"]
+
+
+def migration(objects: Objects) -> dict[str, Any]:
+    """The SchemaMigration of the release, whichever the mode."""
+    plain = [o for o in objects if (o["apiVersion"], o["kind"]) == SMIG]
+    return plain[0] if plain else hook_manifest(objects)
+
+
+# --- the chart as a whole --------------------------------------------------------------------
+
+
+def test_generated_dependency_files_are_not_committed() -> None:
+    tracked = subprocess.run(["git", "ls-files", "charts/umt"], cwd=ROOT, capture_output=True,
+                             text=True, check=True).stdout.split()
+    assert tracked and not [p for p in tracked if p.startswith("charts/umt/charts/")
+                            or p.endswith("Chart.lock")]
+    assert META["dependencies"] == [{"name": "schema-migration", "version": "0.1.0",
+                                     "repository": "file://../schema-migration"}]
+
+
+def test_the_image_tag_is_the_app_version() -> None:
+    assert VALUES["global"]["image"] == {"repository": "ghcr.io/umt/umt-migrations",
+                                         "tag": META["appVersion"], "pullPolicy": "IfNotPresent"}
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_helm_lint_strict(helm_binary: Path, chart: Path, name: str) -> None:  # noqa: F811
+    result = helm(helm_binary, chart, "lint", "--strict", *SCENARIOS[name])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 chart(s) failed" in result.stdout
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_every_object_is_valid_and_every_pod_restricted(rendered: dict[str, Objects],
+                                                         name: str) -> None:
+    for obj in rendered[name]:
+        if (obj["apiVersion"], obj["kind"]) == SMIG:
+            continue
+        try:
+            kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{name}: {obj['kind']} {obj['metadata']['name']}: {exc.message} "
+                        f"at {list(exc.path)}")
+        if obj["kind"] in ("Deployment", "Job"):
+            assert_restricted(obj["spec"]["template"]["spec"])
+    assert_valid_schema_migration(migration(rendered[name]))
+
+
+# --- rolled out only after the migration ----------------------------------------------------
+
+
+def test_hook_mode_migrates_before_the_deployment(rendered: dict[str, Objects]) -> None:
+    objects = rendered["hook"]
+    hooks = sorted(o["kind"] for o in objects if "helm.sh/hook" in
+                   (o["metadata"].get("annotations") or {}))
+    assert hooks == HOOK_KINDS  # Helm runs these, and waits for the Job, before the rest
+    assert one(objects, "Job")["metadata"]["annotations"]["helm.sh/hook"] == \
+        "pre-install,pre-upgrade"
+    app = [o for o in objects if "helm.sh/hook" not in (o["metadata"].get("annotations") or {})]
+    assert sorted(o["kind"] for o in app) == ["Deployment", "Service"]
+    assert not [o for o in objects if (o["apiVersion"], o["kind"]) == SMIG]
+
+
+def test_resource_mode_syncs_the_migration_in_an_earlier_wave(
+        rendered: dict[str, Objects]) -> None:
+    objects = rendered["resource"]
+    waves = {o["kind"]: int(o["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"])
+             for o in objects}
+    assert waves["SchemaMigration"] < waves["Deployment"] == waves["Service"]
+    assert not any("helm.sh/hook" in (o["metadata"].get("annotations") or {}) for o in objects)
+
+
+def test_a_new_target_rolls_the_pods(rendered: dict[str, Objects]) -> None:
+    def target(objects: Objects) -> str:
+        template = one(objects, "Deployment")["spec"]["template"]
+        return template["metadata"]["annotations"]["migrations.umt.dev/target-revision"]
+
+    assert target(rendered["hook"]) == "head"
+    assert target(rendered["own-app"]) == "0abb288d754e"
+
+
+# --- the gate and the app --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["hook", "resource", "own-app"])
+def test_the_gate_waits_with_the_release_image_and_the_app_url(rendered: dict[str, Objects],
+                                                               name: str) -> None:
+    objects = rendered[name]
+    pod = pod_of(objects)
+    assert [c["name"] for c in pod["initContainers"]] == ["wait-for-schema"]
+    gate = container(objects, "wait-for-schema")
+    assert gate["command"] == ["umt-migrations"]
+    assert gate["args"] == ["wait-for-schema", "--timeout", "600", "--interval", "2"]
+    # the gate knows the head of the image the migration runs
+    assert gate["image"] == migration(objects)["spec"]["image"]
+    # ...and reads the database through the same Secret as the app and the migration
+    secret = migration(objects)["spec"]["database"]["urlSecretRef"]
+    assert database_url_source(gate) == secret
+    assert database_url_source(container(objects, "app")) == secret
+    # no Kubernetes rights needed: no token in the app's pods
+    assert pod["automountServiceAccountToken"] is False
+    assert "serviceAccountName" not in pod
+
+
+def test_defaults_run_the_placeholder_app_from_the_release_image(
+        rendered: dict[str, Objects], tmp_path: Path) -> None:
+    app = container(rendered["hook"], "app")
+    assert app["image"] == IMAGE == container(rendered["hook"], "wait-for-schema")["image"]
+    assert app["ports"] == [{"name": "http", "containerPort": 8080}]
+    assert app["readinessProbe"]["httpGet"] == {"path": "/", "port": "http"}
+    command = app["command"]
+    assert command[:4] == ["python", "-m", "http.server", "8080"]
+    # Run the default command (on a free port, in an empty folder like the pod's /tmp) and
+    # probe it the way the kubelet's readiness probe will.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    local = [sys.executable, *command[1:3], str(port), "--bind", "127.0.0.1",
+             "--directory", str(tmp_path)]
+    assert command[4:6] == ["--bind", "0.0.0.0"] and command[6:] == ["--directory", "/tmp"]
+    # It says "Serving HTTP on ..." once its socket listens (unbuffered, so no polling).
+    server = subprocess.Popen(local, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert server.stdout is not None
+        assert server.stdout.readline().startswith("Serving HTTP on")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
+            status = response.status
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    assert status == 200
+
+
+def test_a_team_plugs_in_its_own_app(rendered: dict[str, Objects]) -> None:
+    objects = rendered["own-app"]
+    app = container(objects, "app")
+    assert app["image"] == "registry.example/umt-web:7.2.0"
+    assert app["command"] == ["/app/bin/serve"] and app["args"] == ["--port", "9000"]
+    assert app["ports"] == [{"name": "http", "containerPort": 9000}]
+    assert {"name": "LOG_LEVEL", "value": "info"} in app["env"]
+    # the gate and the migration follow the release image, not the app's
+    assert container(objects, "wait-for-schema")["image"] == "ghcr.io/umt/umt-migrations:0.2.0"
+    assert migration(objects)["spec"]["image"] == "ghcr.io/umt/umt-migrations:0.2.0"
+    assert migration(objects)["spec"]["targetRevision"] == "0abb288d754e"
+
+
+def test_the_gate_can_be_turned_off(rendered: dict[str, Objects]) -> None:
+    assert "initContainers" not in pod_of(rendered["no-gate"])
+    assert [o["kind"] for o in rendered["no-gate"] if o["kind"] == "Service"] == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "app.replicas=-1"], "umt:\n- at '/app/replicas': minimum"),
+        (["--set", "gate.timeoutSeconds=0"], "at '/gate/timeoutSeconds': minimum"),
+        (["--set", "gate.timout=30"], "additional properties 'timout' not allowed"),
+        (["--set", "global.image.tag="], "at '/global/image/tag'"),
+        (["--set", "schema-migration.mode=sync"],
+         "schema-migration:\n- at '/mode': value must be one of 'hook', 'resource'"),
+    ],
+    ids=["replicas", "gate-timeout", "typo", "empty-tag", "subchart-mode"],
+)
+def test_bad_values_are_rejected_readably(helm_binary: Path, chart: Path,  # noqa: F811
+                                          args: list[str], message: str) -> None:
+    result = helm(helm_binary, chart, "template", *args)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
