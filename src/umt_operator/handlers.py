@@ -5,6 +5,12 @@ which takes the namespaces and ports from ``UMT_OPERATOR_*``).
 
 Only event handlers are registered for SchemaMigrations: no finalizer is ever added, so
 deleting a resource never waits for the operator (and never touches the database).
+
+Three watches feed the pipeline: SchemaMigrations, the operator's Jobs and their pods (both
+selected server-side by the ``app.kubernetes.io/managed-by`` label). A pod that waits (missing
+Secret, image pull failure, no node, a container that cannot start) changes the Pod, never the
+Job, so pod events are what make such trouble visible within seconds. Indexes keep the last
+seen Jobs and pods, so computing a status needs no extra read.
 """
 
 from __future__ import annotations
@@ -17,16 +23,22 @@ import kopf
 from umt_operator import leader
 from umt_operator.jobs import ANNOTATION_OWNER
 from umt_operator.kube import GROUP, PLURAL, VERSION, KubeAPI
+from umt_operator.login import connect
+from umt_operator.logs import quiet_kopf
 from umt_operator.metrics import Metrics
 from umt_operator.reconcile import (
     Context,
     job_worth_reconciling,
     reconcile,
+    slim_job,
+    slim_pod,
     worth_reconciling,
 )
 from umt_operator.settings import Settings, SettingsError
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "umt-schema-operator"}
+MANAGED_BY_SELECTOR = "app.kubernetes.io/managed-by=umt-schema-operator"
+JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
 
 
 @kopf.on.startup()
@@ -37,7 +49,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
         config = memo.get("settings") or Settings.from_env()
     except SettingsError as exc:  # retrying cannot fix a bad variable: stop the operator
         raise kopf.PermanentError(str(exc)) from None
-    info = memo.get("connection") or _login(settings, logger)
+    info = memo.get("connection") or connect(settings, logger)
     metrics = memo.get("metrics") or Metrics()
     if config.metrics_enabled and not memo.get("metrics"):
         metrics.serve(config.metrics_port)
@@ -48,13 +60,17 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     # The CRD is installed with the operator and namespaces are named: no need to watch
     # CRDs and Namespaces, so no RBAC to read them either.
     settings.scanning.disabled = True
+    # Only the operator's own Jobs and their pods, filtered by the API server (not the client).
+    settings.watching.label_selectors["batch", "v1", "jobs"] = MANAGED_BY_SELECTOR
+    settings.watching.label_selectors["v1", "pods"] = MANAGED_BY_SELECTOR
+    quiet_kopf()
     logger.info("umt-schema-operator started: default image %s", config.default_image)
 
 
 @kopf.on.login()
 def login(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any) -> kopf.ConnectionInfo:
-    """In-cluster service account, else KUBECONFIG: kopf's lean logins, no client library."""
-    return _login(settings, logger)
+    """In-cluster service account, else KUBECONFIG: no client library needed."""
+    return connect(settings, logger)
 
 
 @kopf.on.cleanup()
@@ -63,6 +79,8 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     if memo.get("leadership") is not None:  # after kopf stopped handling: a standby may lead
         await memo["leadership"].release()
     if context is not None:
+        for task in context.rechecks.values():
+            task.cancel()
         await context.api.close()
 
 
@@ -74,7 +92,8 @@ async def api_reachable(memo: kopf.Memo, **_: Any) -> bool:
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def schema_migration_event(
-    body: kopf.Body, type: str | None, memo: kopf.Memo, logger: logging.Logger, **_: Any
+    body: kopf.Body, type: str | None, memo: kopf.Memo, logger: logging.Logger,
+    migration_pods: kopf.Index[Any, dict[str, Any]], **_: Any
 ) -> None:
     """Any change to a SchemaMigration (and its initial listing on start)."""
     if type == "DELETED":
@@ -82,7 +101,9 @@ async def schema_migration_event(
         memo["context"].locks.pop((body.metadata.namespace, body.metadata.name), None)
         return
     if worth_reconciling(type, body):
-        await reconcile(memo["context"], body, logger)
+        context: Context = memo["context"]
+        context.pod_index = migration_pods
+        await reconcile(context, body, logger)
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
@@ -95,32 +116,68 @@ def schema_migrations(namespace: str, name: str, body: kopf.Body, **_: Any) -> d
     }}
 
 
+@kopf.index("batch", "v1", "jobs", labels=MANAGED_BY)
+def migration_jobs(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    """The operator's Jobs as last seen, so a pod event finds its Job without a read."""
+    return {(namespace, name): slim_job(body)}
+
+
+@kopf.index("v1", "pods", labels=MANAGED_BY)
+def migration_pods(namespace: str, labels: kopf.Labels, body: kopf.Body,
+                   **_: Any) -> dict[Any, Any] | None:
+    """The migration Jobs' pods as last seen (their phase, conditions and container states)."""
+    job_name = next((labels[key] for key in JOB_NAME_LABELS if labels.get(key)), None)
+    return {(namespace, job_name): slim_pod(body)} if job_name else None
+
+
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED_BY)
 async def job_event(
     body: kopf.Body, type: str | None, memo: kopf.Memo, logger: logging.Logger,
-    schema_migrations: kopf.Index[Any, dict[str, Any]], **_: Any
+    schema_migrations: kopf.Index[Any, dict[str, Any]],
+    migration_pods: kopf.Index[Any, dict[str, Any]], **_: Any
 ) -> None:
     """A migration Job changed: recompute its SchemaMigration's status (it may start the next)."""
-    owner = (body.metadata.annotations or {}).get(ANNOTATION_OWNER, "")
-    namespace, _sep, name = owner.partition("/")
-    if not name or not job_worth_reconciling(type, body):
+    if not job_worth_reconciling(type, body):
         return
-    context: Context = memo["context"]
-    indexed = schema_migrations.get((namespace, name))
-    resource = next(iter(indexed), None) if indexed else None
+    await _reconcile_owner(memo["context"], dict(body), type == "DELETED", logger,
+                           schema_migrations, migration_pods)
+
+
+@kopf.on.event("v1", "pods", labels=MANAGED_BY)
+async def pod_event(
+    labels: kopf.Labels, namespace: str, type: str | None, memo: kopf.Memo,
+    logger: logging.Logger, schema_migrations: kopf.Index[Any, dict[str, Any]],
+    migration_jobs: kopf.Index[Any, dict[str, Any]],
+    migration_pods: kopf.Index[Any, dict[str, Any]], **_: Any
+) -> None:
+    """A migration pod changed (scheduled, waiting, running, ended): report it at once."""
+    job_name = next((labels[key] for key in JOB_NAME_LABELS if labels.get(key)), None)
+    job = _first(migration_jobs.get((namespace, job_name))) if job_name else None
+    if job is None or type == "DELETED":
+        return  # not a Job of ours (yet), or a pod going away: the Job's events cover it
+    await _reconcile_owner(memo["context"], dict(job), False, logger,
+                           schema_migrations, migration_pods)
+
+
+async def _reconcile_owner(
+    context: Context, job: dict[str, Any], deleted: bool, logger: logging.Logger,
+    schema_migrations: kopf.Index[Any, dict[str, Any]],
+    migration_pods: kopf.Index[Any, dict[str, Any]],
+) -> None:
+    """Reconcile the SchemaMigration that owns ``job``, with the pods as last seen."""
+    owner = (job["metadata"].get("annotations") or {}).get(ANNOTATION_OWNER, "")
+    namespace, _sep, name = owner.partition("/")
+    if not name:
+        return
+    context.pod_index = migration_pods
+    resource = _first(schema_migrations.get((namespace, name)))
     resource = resource or await context.api.get_schema_migration(namespace, name)
     if resource is None:
-        context.metrics.job_seen(f"{body.metadata.namespace}/{body.metadata.name}",
-                                 finished=type == "DELETED")
+        context.metrics.job_seen(f"{job['metadata'].get('namespace')}/{job['metadata']['name']}",
+                                 finished=deleted)
         return  # the resource was deleted: the Job finishes on its own
-    await reconcile(context, resource, logger, job=dict(body))
+    await reconcile(context, resource, logger, job=job)
 
 
-def _login(settings: kopf.OperatorSettings, logger: logging.Logger) -> kopf.ConnectionInfo:
-    info = kopf.login_with_service_account(settings=settings, logger=logger)
-    info = info or kopf.login_with_kubeconfig(settings=settings, logger=logger)
-    if info is None:
-        raise kopf.PermanentError(
-            "no Kubernetes credentials: run in a pod with a service account, or set KUBECONFIG"
-        )
-    return info
+def _first(values: Any) -> Any:
+    return next(iter(values), None) if values else None

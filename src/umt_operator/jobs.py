@@ -338,6 +338,11 @@ class JobObservation:
     exit_code: int | None = None
     pod_problem: PodProblem | None = None
     pending_message: str | None = None
+    #: When the scheduler last said no node fits (``PodScheduled=False``), RFC 3339.
+    unschedulable_since: str | None = None
+    #: Whether a runner container ever ran (running now, or ended after starting): a Job whose
+    #: pods never ran one has not touched the database.
+    container_ran: bool = False
 
     @property
     def finished(self) -> bool:
@@ -371,23 +376,45 @@ def _terminations(pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
 
 
 def _pod_problem(pods: Sequence[Mapping[str, Any]]) -> PodProblem | None:
-    for pod in pods:
-        waiting = (_container_status(pod).get("state") or {}).get("waiting") or {}
+    """The kubelet's reason why the runner container cannot start, newest pod first."""
+    for pod in reversed(pods):
+        status = _container_status(pod)
+        waiting = (status.get("state") or {}).get("waiting") or {}
         reason, message = waiting.get("reason"), waiting.get("message") or ""
         if reason in reasons.IMAGE_PULL_WAITING_REASONS:
             return PodProblem(reasons.IMAGE_PULL_FAILED, message or reason)
         if reason == reasons.CONFIG_WAITING_REASON:
             kind = reasons.SECRET_NOT_FOUND if "secret" in message.lower() else None
             return PodProblem(kind or reasons.POD_CONFIG_ERROR, message or reason)
+        if reason in reasons.START_WAITING_REASONS:
+            return PodProblem(reasons.CONTAINER_CANNOT_START, message or reason)
+        for state in (status.get("state") or {}, status.get("lastState") or {}):
+            ended = state.get("terminated") or {}
+            if ended.get("reason") in reasons.START_TERMINATED_REASONS:
+                return PodProblem(reasons.CONTAINER_CANNOT_START,
+                                  ended.get("message") or ended["reason"])
     return None
 
 
-def _pending_message(pods: Sequence[Mapping[str, Any]]) -> str | None:
+def _unschedulable(pods: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The ``PodScheduled=False`` condition of a pod no node fits, if any."""
     for pod in pods:
         for condition in (pod.get("status") or {}).get("conditions") or []:
             if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
-                return condition.get("message") or condition.get("reason")
+                return condition
     return None
+
+
+def _container_ran(pods: Sequence[Mapping[str, Any]]) -> bool:
+    for pod in pods:
+        status = _container_status(pod)
+        for state in (status.get("state") or {}, status.get("lastState") or {}):
+            ended = state.get("terminated")
+            if state.get("running") or (
+                ended and ended.get("reason") not in reasons.START_TERMINATED_REASONS
+            ):
+                return True
+    return False
 
 
 def observe_job(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> JobObservation:
@@ -402,6 +429,7 @@ def observe_job(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> Jo
     text = last.get("message")
     report = parse_report(text)
     running = any((_container_status(pod).get("state") or {}).get("running") for pod in pods)
+    unschedulable = None if running else _unschedulable(pods)
     finished_at = (success or failure or {}).get("lastTransitionTime")
     return JobObservation(
         succeeded=success is not None,
@@ -416,5 +444,7 @@ def observe_job(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> Jo
         log_tail=text if report is None and text else None,
         exit_code=last.get("exitCode"),
         pod_problem=None if running else _pod_problem(pods),
-        pending_message=_pending_message(pods),
+        pending_message=(unschedulable or {}).get("message") or (unschedulable or {}).get("reason"),
+        unschedulable_since=(unschedulable or {}).get("lastTransitionTime"),
+        container_ran=running or _container_ran(pods),
     )

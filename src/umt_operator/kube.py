@@ -90,6 +90,14 @@ class KubeAPI:
             raise kopf.TemporaryError("the Job was deleted while being created", delay=1)
         return existing, False
 
+    async def delete_job(self, namespace: str, name: str) -> None:
+        """Delete a Job and (in the background) its pods; an absent Job is fine."""
+        await self._request(
+            "DELETE", f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}",
+            body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"},
+            absent_ok=True,
+        )
+
     async def list_jobs(self, namespace: str, selector: str) -> list[Body]:
         found = await self._request(
             "GET", f"/apis/batch/v1/namespaces/{namespace}/jobs", params={"labelSelector": selector}

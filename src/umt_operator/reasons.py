@@ -10,6 +10,8 @@ from typing import Final
 
 # Progress.
 JOB_CREATED: Final = "JobCreated"
+#: An earlier generation's Job, stuck before its runner ever started, was deleted.
+JOB_REPLACED: Final = "JobReplaced"
 MIGRATING: Final = "Migrating"
 SUCCEEDED: Final = "Succeeded"
 
@@ -37,6 +39,12 @@ SECRET_NOT_FOUND: Final = "SecretNotFound"
 IMAGE_PULL_FAILED: Final = "ImagePullFailed"
 #: The pod cannot be configured for another reason (a missing ConfigMap in ``job.env``, ...).
 POD_CONFIG_ERROR: Final = "PodConfigError"
+#: No node fits the pod (``PodScheduled=False``, ``Unschedulable``) for longer than the
+#: operator's threshold (``UMT_OPERATOR_UNSCHEDULABLE_SECONDS``).
+UNSCHEDULABLE: Final = "Unschedulable"
+#: The container runtime could not start the container (command not in the image, bad
+#: working directory, mount failure...).
+CONTAINER_CANNOT_START: Final = "ContainerCannotStart"
 
 #: Reasons the runner reports. Another well-formed CamelCase reason from a newer runner is
 #: passed through as it is; a malformed one falls back to the Job's own reason.
@@ -62,3 +70,8 @@ IMAGE_PULL_WAITING_REASONS: Final = frozenset(
 )
 #: Container waiting reason when env / volumes cannot be resolved (missing Secret or key).
 CONFIG_WAITING_REASON: Final = "CreateContainerConfigError"
+#: Container waiting reasons (the runtime refused to create or run it) and terminated reasons
+#: (it never ran: ``StartError`` from containerd, ``ContainerCannotRun`` from Docker) meaning
+#: "the container cannot start" (pkg/kubelet/container/sync_result.go, kuberuntime).
+START_WAITING_REASONS: Final = frozenset({"CreateContainerError", "RunContainerError"})
+START_TERMINATED_REASONS: Final = frozenset({"StartError", "ContainerCannotRun"})

@@ -1,7 +1,8 @@
 """Reconcile one SchemaMigration: the pipeline behind the handlers.
 
     parse the spec ─► this generation's Job (get, or create once nothing else runs) ─►
-    observe it and its pods ─► write status (only when it changed) ─► events and metrics
+    observe it and its pods (as last seen by the pod watch) ─► write status (only when it
+    changed) ─► events and metrics ─► a re-check later if a pod waits for a node
 
 Idempotent by name: the Job of a generation has a deterministic name, so any number of events,
 restarts or concurrent triggers end with one Job. A running Job is never deleted or replaced:
@@ -31,11 +32,13 @@ from umt_operator.jobs import (
 )
 from umt_operator.jobs import job_name as generation_job_name
 from umt_operator.kube import KubeAPI
+from umt_operator.logs import NOT_POSTED
 from umt_operator.metrics import Metrics
 from umt_operator.settings import Settings
 from umt_operator.spec import InvalidSpec, MigrationSpec, parse_spec
 from umt_operator.status import (
     compute_status,
+    unschedulable_for,
     event_message_for_failure,
     event_message_for_success,
     invalid_spec_status,
@@ -45,6 +48,7 @@ from umt_operator.status import (
 )
 
 FINISHED_PHASES = ("Succeeded", "Failed")
+_FINAL_JOB_CONDITIONS = ("Complete", "Failed", "SuccessCriteriaMet", "FailureTarget")
 
 
 @dataclass
@@ -58,6 +62,11 @@ class Context:
     #: Jobs whose end was already announced (events, metrics): several Job events, or a stale
     #: status, must not announce one run twice. Bounded: oldest entries are forgotten.
     announced: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    #: The pods of the operator's Jobs as last seen by the pod watch, keyed by
+    #: ``(namespace, job name)`` (a kopf index; None until a handler hands it over).
+    pod_index: Any = None
+    #: Pending re-checks (a pod waiting for a node), one per resource.
+    rechecks: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)
 
     def lock(self, namespace: str, name: str) -> asyncio.Lock:
         return self.locks.setdefault((namespace, name), asyncio.Lock())
@@ -96,7 +105,7 @@ async def reconcile(
         except InvalidSpec as exc:
             new_status = invalid_spec_status(generation, status, str(exc))
             if await _write(ctx, body, status, new_status, logger):
-                logger.error("invalid spec: %s", exc)
+                logger.error("invalid spec: %s", exc, extra=NOT_POSTED)
                 kopf.event(dict(body), type="Warning", reason=reasons.INVALID_SPEC, message=str(exc))
             return
         job_name = generation_job_name(name, generation)
@@ -105,12 +114,17 @@ async def reconcile(
         job = await _current_job(ctx, body, status, job_name, job)
         if job is None:
             blocker = await _earlier_job_running(ctx, body, job_name)
+            if blocker is not None and await _replaced_if_never_started(ctx, body, blocker, logger):
+                blocker = None
             if blocker is not None:
-                await _write(ctx, body, status, _waiting_status(status, generation, blocker), logger)
+                waiting = _waiting_status(status, generation, blocker)
+                if await _write(ctx, body, status, waiting, logger):
+                    logger.info(waiting["message"])
                 return
             job = await _create_job(ctx, body, spec, job_name, _image(ctx, spec), logger)
-        pods = await ctx.api.list_pods(namespace, job_name) if job.get("status") else []
+        pods = await _pods(ctx, namespace, job)
         job, job_name, pods = await _fallback_for_downgrade(ctx, body, spec, dict(job), pods, logger)
+        now = datetime.now(UTC)
         new_status = compute_status(
             generation=generation,
             previous_status=status,
@@ -119,10 +133,103 @@ async def reconcile(
             pods=pods,
             spec_target=spec.target_revision,
             image=job["metadata"].get("annotations", {}).get(ANNOTATION_IMAGE, _image(ctx, spec)),
-            now=datetime.now(UTC),
+            now=now,
+            unschedulable_after=ctx.settings.unschedulable_seconds,
         )
-        await _write(ctx, body, status, new_status, logger)
+        if await _write(ctx, body, status, new_status, logger):
+            _log_pod_trouble(body, status, new_status, logger)
         _observe_for_metrics(ctx, body, job, pods, status, new_status, logger)
+        _recheck_when_unschedulable(ctx, body, job, pods, now, logger)
+
+
+def slim_job(job: Mapping[str, Any]) -> dict[str, Any]:
+    """What the operator keeps of a Job: all but the server's field-manager bookkeeping."""
+    meta = {k: v for k, v in dict(job["metadata"]).items() if k != "managedFields"}
+    return {"metadata": meta, "spec": dict(job.get("spec") or {}),
+            "status": dict(job.get("status") or {})}
+
+
+def slim_pod(pod: Mapping[str, Any]) -> dict[str, Any]:
+    """What the operator keeps of a pod: identity, phase, conditions and container states."""
+    meta = pod["metadata"]
+    status = pod.get("status") or {}
+    return {
+        "metadata": {k: meta.get(k) for k in ("name", "namespace", "uid", "creationTimestamp")},
+        "status": {
+            "phase": status.get("phase"),
+            "conditions": list(status.get("conditions") or []),
+            "containerStatuses": [
+                {k: c.get(k) for k in ("name", "state", "lastState", "ready", "restartCount")}
+                for c in status.get("containerStatuses") or []
+            ],
+        },
+    }
+
+
+async def _pods(ctx: Context, namespace: str, job: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The Job's pods, oldest first: as last seen by the pod watch, read only when needed.
+
+    A finished Job whose pods, as seen, show no ended container yet (the pod's last event is
+    still on its way) is the one case worth a read: the runner's report is in that state.
+    """
+    if not job.get("status"):
+        return []
+    name = job["metadata"]["name"]
+    seen = None
+    if ctx.pod_index is not None:
+        seen = [dict(pod) for pod in ctx.pod_index.get((namespace, name), [])]
+    if seen is None or (_job_finished(job) and not any(_ended(pod) for pod in seen)):
+        seen = await ctx.api.list_pods(namespace, name)
+    return sorted(seen, key=lambda pod: str(pod["metadata"].get("creationTimestamp") or ""))
+
+
+def _job_finished(job: Mapping[str, Any]) -> bool:
+    return any(
+        c.get("type") in _FINAL_JOB_CONDITIONS and c.get("status") == "True"
+        for c in (job.get("status") or {}).get("conditions") or []
+    )
+
+
+def _ended(pod: Mapping[str, Any]) -> bool:
+    return any(
+        (c.get("state") or {}).get("terminated")
+        for c in (pod.get("status") or {}).get("containerStatuses") or []
+    )
+
+
+def _log_pod_trouble(body: Mapping[str, Any], old: Mapping[str, Any], new: Mapping[str, Any],
+                     logger: logging.Logger) -> None:
+    """A WARNING and a Warning Event when a pod-level problem is first reported (or changes)."""
+    stalled = next((c for c in new.get("conditions") or [] if c.get("type") == "Stalled"), {})
+    if new.get("phase") != "Pending" or stalled.get("status") != "True":
+        return
+    if old.get("message") != new.get("message"):
+        reason, message = str(stalled.get("reason")), str(new.get("message"))
+        logger.warning("%s: %s", reason, message, extra=NOT_POSTED)
+        kopf.event(dict(body), type="Warning", reason=reason, message=message)
+
+
+def _recheck_when_unschedulable(
+    ctx: Context, body: Mapping[str, Any], job: Mapping[str, Any],
+    pods: list[dict[str, Any]], now: datetime, logger: logging.Logger,
+) -> None:
+    """A pod waiting for a node changes nothing for a while: look again at the threshold."""
+    waited = unschedulable_for(observe_job(job, pods), now)
+    threshold = ctx.settings.unschedulable_seconds
+    if waited is None or waited >= threshold:
+        return
+    meta = body["metadata"]
+    key = (meta["namespace"], meta["name"])
+    if key in ctx.rechecks and not ctx.rechecks[key].done():
+        return
+
+    async def later() -> None:
+        await asyncio.sleep(threshold - waited + 0.5)
+        current = await ctx.api.get_schema_migration(*key)
+        if current is not None:
+            await reconcile(ctx, current, logger)
+
+    ctx.rechecks[key] = asyncio.get_running_loop().create_task(later())
 
 
 async def _current_job(
@@ -215,7 +322,7 @@ async def _create_job(
     if created:
         ctx.metrics.jobs_created.inc()
         message = f"created Job {job_name} to migrate to {spec.target_revision} with {image}"
-        logger.info(message)
+        logger.info(message, extra=NOT_POSTED)
         kopf.event(dict(body), type="Normal", reason=reasons.JOB_CREATED, message=message)
     return job
 
@@ -235,6 +342,29 @@ async def _earlier_job_running(
         if not observe_job(job, []).finished:
             return job
     return None
+
+
+async def _replaced_if_never_started(
+    ctx: Context, body: Mapping[str, Any], blocker: Mapping[str, Any], logger: logging.Logger
+) -> bool:
+    """Delete an earlier generation's Job whose pod is stuck before its container ever ran.
+
+    Such a Job never touched the database (its runner never started), and it would otherwise
+    hold the new generation back until its deadline. A Job whose runner ran, or whose pod is
+    merely starting, is never touched: the new generation waits for it.
+    """
+    namespace = body["metadata"]["namespace"]
+    observation = observe_job(blocker, await _pods(ctx, namespace, blocker))
+    if observation.container_ran or not (observation.pod_problem or observation.pending_message):
+        return False
+    name = blocker["metadata"]["name"]
+    why = observation.pod_problem.reason if observation.pod_problem else reasons.UNSCHEDULABLE
+    await ctx.api.delete_job(namespace, name)
+    message = (f"deleted Job {name} of an earlier generation: its pod never started ({why}), "
+               "so it never touched the database")
+    logger.info(message, extra=NOT_POSTED)
+    kopf.event(dict(body), type="Normal", reason=reasons.JOB_REPLACED, message=message)
+    return True
 
 
 def _waiting_status(
@@ -296,7 +426,7 @@ async def _fallback_for_downgrade(
             used_image, observation.report.from_revision, applied_image,
         )
         fallback = await _create_job(ctx, body, spec, fallback_name, applied_image, logger)
-    pods = await ctx.api.list_pods(namespace, fallback_name) if fallback.get("status") else []
+    pods = await _pods(ctx, namespace, fallback)
     return fallback, fallback_name, pods
 
 
@@ -318,7 +448,7 @@ async def _write(
     meta = body["metadata"]
     patched = await ctx.api.patch_status(meta["namespace"], meta["name"], new)
     if patched is None:
-        logger.info("resource deleted meanwhile; status not written")
+        logger.debug("resource deleted meanwhile; status not written")
     return patched is not None
 
 
@@ -357,12 +487,12 @@ def _observe_for_metrics(
         message = event_message_for_success(report) if report else str(new.get("message"))
         ctx.metrics.run_ended(result="succeeded", direction=direction, reason=reasons.SUCCEEDED,
                               seconds=seconds)
-        logger.info(message)
+        logger.info(message, extra=NOT_POSTED)
         kopf.event(dict(body), type="Normal", reason=reasons.SUCCEEDED, message=message)
     else:
         ready = next((c for c in new.get("conditions", []) if c["type"] == "Stalled"), {})
         reason = ready.get("reason") or reasons.JOB_FAILED
         message = event_message_for_failure(job["metadata"]["name"], observation)
         ctx.metrics.run_ended(result="failed", direction=direction, reason=reason, seconds=seconds)
-        logger.error(message)
+        logger.error(message, extra=NOT_POSTED)
         kopf.event(dict(body), type="Warning", reason=reason, message=message)

@@ -35,6 +35,7 @@ __all__ = [
     "parse_report",
     "rfc3339",
     "set_condition",
+    "unschedulable_for",
 ]
 
 PENDING, RUNNING, SUCCEEDED, FAILED = "Pending", "Running", "Succeeded", "Failed"
@@ -195,16 +196,44 @@ class _Outcome:
     fields: Mapping[str, Any]
 
 
-def _progress(job_name: str, obs: JobObservation | None, target: str) -> _Outcome:
+def unschedulable_for(obs: JobObservation | None, now: datetime) -> float | None:
+    """Seconds the Job's pod has waited for a node (None when it is not waiting for one)."""
+    if obs is None or obs.running or obs.pending_message is None:
+        return None
+    since = _parse_time(obs.unschedulable_since)
+    return max(0.0, (now - since).total_seconds()) if since else 0.0
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00")) if text else None
+    except ValueError:
+        return None
+
+
+def _progress(
+    job_name: str, obs: JobObservation | None, target: str, now: datetime, threshold: float
+) -> _Outcome:
     if obs is None:
         message = f"creating Job {job_name} to migrate to {target}"
         return _Outcome("progressing", PENDING, reasons.JOB_CREATED, message, {})
     if obs.pod_problem:
-        message = f"pod of Job {job_name} cannot start: {obs.pod_problem.message}"
+        message = (
+            f"pod of Job {job_name} cannot start: {obs.pod_problem.message} (Kubernetes keeps "
+            "retrying until the Job's deadline; fix the cause, or change the spec)"
+        )
         return _Outcome("stalled", PENDING, obs.pod_problem.reason, message, {})
+    waited = unschedulable_for(obs, now)
+    if waited is not None and waited >= threshold:
+        message = (
+            f"pod of Job {job_name} cannot be scheduled (for {waited:.0f}s): "
+            f"{obs.pending_message}"
+        )
+        return _Outcome("stalled", PENDING, reasons.UNSCHEDULABLE, message, {})
     if not obs.running:
         waiting = f": {obs.pending_message}" if obs.pending_message else ""
-        message = f"Job {job_name} created, waiting for its pod to start{waiting}"
+        noun = "a node for its pod" if waited is not None else "its pod to start"
+        message = f"Job {job_name} created, waiting for {noun}{waiting}"
         return _Outcome("progressing", PENDING, reasons.JOB_CREATED, message, {})
     message = f"Job {job_name} is migrating the database to {target}"
     if obs.failed_attempts:
@@ -258,12 +287,14 @@ def _outcome(
     target: str,
     image: str,
     previous: Mapping[str, Any],
+    now: datetime,
+    threshold: float,
 ) -> _Outcome:
     if obs is not None and obs.succeeded:
         return _success(obs, job_name, target, image)
     if obs is not None and obs.failed:
         return _failure(obs, job_name, target, image, previous)
-    return _progress(job_name, obs, target)
+    return _progress(job_name, obs, target, now, threshold)
 
 
 _KEPT_FIELDS = (
@@ -285,16 +316,18 @@ def compute_status(
     spec_target: str,
     image: str,
     now: datetime,
+    unschedulable_after: float = 60.0,
 ) -> dict[str, Any]:
     """The full status of a resource whose current generation runs as Job ``job_name``.
 
     ``job`` is None while the Job is not visible yet. Fields of the last run that this one does
     not change are carried over from ``previous_status``; a ``None`` value (merge-patch
-    semantics) removes a field, e.g. ``completionTime`` while a new run is in progress.
+    semantics) removes a field, e.g. ``completionTime`` while a new run is in progress. A pod
+    that no node fits is only waited on for ``unschedulable_after`` seconds, then ``Stalled``.
     """
     previous = previous_status or {}
     obs = observe_job(job, pods) if job is not None else None
-    outcome = _outcome(job_name, obs, spec_target, image, previous)
+    outcome = _outcome(job_name, obs, spec_target, image, previous, now, unschedulable_after)
     same_run = previous if previous.get("jobName") == job_name else {}
     start = (obs and obs.start_time) or same_run.get("startTime") or rfc3339(now)
     completion = None

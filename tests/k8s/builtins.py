@@ -73,9 +73,29 @@ def _default_containers(pod_spec: Body) -> None:
     pod_spec.setdefault("schedulerName", "default-scheduler")
 
 
+def _qos_class(pod_spec: Body) -> str:
+    """The pod's QoS class, as `GetPodQOS` (pkg/apis/core/helper/qos/qos.go) decides it:
+    no requests or limits anywhere is BestEffort; cpu and memory limits on every container,
+    equal to their requests, is Guaranteed; anything else is Burstable."""
+    containers = pod_spec.get("containers", []) + pod_spec.get("initContainers", [])
+    resources = [c.get("resources") or {} for c in containers]
+    if not any(r.get("requests") or r.get("limits") for r in resources):
+        return "BestEffort"
+    for r in resources:
+        limits, requests = r.get("limits") or {}, r.get("requests") or limits
+        if any(k not in limits or str(requests.get(k)) != str(limits[k])
+               for k in ("cpu", "memory")):
+            return "Burstable"
+    return "Guaranteed"
+
+
 def default_pod(pod: Body, old: Body | None) -> None:
+    """A new pod starts `Pending`, whatever the client sent: `PrepareForCreate` in
+    pkg/registry/core/pod/strategy.go resets the status to `{phase: Pending, qosClass}`."""
     if old is None:
-        _default_containers(pod.setdefault("spec", {}))
+        spec = pod.setdefault("spec", {})
+        _default_containers(spec)
+        pod["status"] = {"phase": "Pending", "qosClass": _qos_class(spec)}
 
 
 def default_job(job: Body, old: Body | None) -> None:

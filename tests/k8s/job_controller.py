@@ -1,9 +1,19 @@
 """A fake Job controller: one pod at a time per Job, status like Kubernetes >= 1.31.
 
 For each new Job it creates a pod (`<job>-<5 chars>`, the Job's labels and pod template, an
-owner reference), lets the fake kubelet run it, and writes the Job status: `startTime`,
-`active`/`ready`, then `SuccessCriteriaMet` + `Complete`, or `FailureTarget` + `Failed` with the
-reason a real controller gives (`PodFailurePolicy`, `BackoffLimitExceeded`, `DeadlineExceeded`).
+owner reference, no node: the fake scheduler binds it), lets the fake kubelet run it, and writes
+the Job status only when the real controller would (pkg/controller/job/job_controller.go,
+`syncJob`: the status is written when the counts or conditions it computes differ):
+
+- once the pod is created: `startTime`, `active: 1`, `ready: 0`, `terminating: 0`, in ONE write
+  (`syncJob` creates the pods in `manageJob`, then updates the status once);
+- `ready: 1` when the pod's `Ready` condition turns True (`countReadyPods`), and nothing at all
+  while the pod waits (unschedulable, image pull, missing Secret, ...): a pod that waits
+  changes the Pod, never the Job;
+- when the pod ends: `active`/`ready` back to 0 and `failed` (or `succeeded`) counted, then
+  `SuccessCriteriaMet` + `Complete`, or `FailureTarget` + `Failed` (Kubernetes >= 1.31: the
+  interim condition first, the final one once the pods have stopped), with the reason a real
+  controller gives (`PodFailurePolicy`, `BackoffLimitExceeded`, `DeadlineExceeded`).
 Retries follow `backoffLimit` (a new pod each time, `failed` counting them) and `podFailurePolicy`
 (`FailJob`, `Ignore`, `Count` on exit codes). A deleted Job stops being managed; whether its
 running pod dies depends on the deletion's propagation policy (the emulator's garbage collector
@@ -80,6 +90,7 @@ class JobController:
             future.set_result(task)
 
     def pod_running(self, pod: dict[str, Any]) -> None:
+        """The pod's `Ready` condition turned True: `status.ready` counts it."""
         job = _owner_job(pod)
         if job is not None:
             self._patch_status(pod["metadata"]["namespace"], job, {"ready": 1})
@@ -89,15 +100,16 @@ class JobController:
     async def _manage(self, job: dict[str, Any]) -> None:
         ns, name = job["metadata"]["namespace"], job["metadata"]["name"]
         spec = job["spec"]
-        self._patch_status(ns, name, {"startTime": now_rfc3339(), "ready": 0, "terminating": 0,
-                                      "uncountedTerminatedPods": {}})
         failed = 0
         pod_uid = None
+        first = {"startTime": now_rfc3339(), "ready": 0, "terminating": 0,
+                 "uncountedTerminatedPods": {}}
         try:
             async with asyncio.timeout(spec.get("activeDeadlineSeconds")):
                 while True:
                     pod_uid = self._create_pod(job)
-                    self._patch_status(ns, name, {"active": 1})
+                    self._patch_status(ns, name, {**first, "active": 1})
+                    first = {}
                     task = await asyncio.shield(self._pod_tasks[pod_uid])
                     outcome = await asyncio.shield(task)  # a deadline must not kill it here
                     del self._pod_tasks[pod_uid]
@@ -148,7 +160,7 @@ class JobController:
                     "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True,
                 }],
             },
-            "spec": {**template.get("spec", {}), "nodeName": "emulated-node"},
+            "spec": template.get("spec", {}),  # no nodeName: the scheduler binds it
         }
         created = self.store.create(self.emulator.rtype(PODS), meta["namespace"], pod)
         uid = created["metadata"]["uid"]

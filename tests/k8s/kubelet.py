@@ -29,13 +29,17 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tests.k8s.apimachinery import ApiError
+from tests.k8s.apimachinery import ApiError, now_rfc3339
 from tests.k8s.emulator import CONFIGMAPS, PODS, SECRETS, Emulator
 from tests.k8s.job_controller import JobController, PodOutcome
 from tests.k8s.pod_runtime import ContainerConfigError, PodStatus, expand, resolve_env, \
     termination_message
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+NODE_NAME = "emulated-node"
+#: The labels every node carries (the kubelet sets them: pkg/kubelet/kubelet_node_status.go).
+NODE_LABELS = {"kubernetes.io/hostname": NODE_NAME, "kubernetes.io/os": "linux",
+               "kubernetes.io/arch": "amd64"}
 VENV_BIN = Path(sys.executable).parent
 #: Host variables a local process needs; everything else comes from the pod spec.
 HOST_ENV = ("HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "PGPASSFILE", "SSL_CERT_FILE")
@@ -52,6 +56,7 @@ class ContainerRun:
     exit_code: int | None = None
     output: str = ""
     termination_message: str = ""
+    start_error: bool = False  # the container never started (command not in the image)
 
 
 def _normalised(mapping: Mapping[str, str | Path] | None) -> dict[str, str]:
@@ -63,17 +68,21 @@ class FakeKubelet:
                  command_map: Mapping[str, Sequence[str]] | None = None,
                  cwd: str | Path = REPO_ROOT,
                  unpullable: Sequence[str] = ("does-not-exist",),
+                 node_images: Sequence[str] | None = None,
                  extra_env: Mapping[str, str] | None = None,
                  path_map: Mapping[str, str | Path] | None = None,
                  image_path_map: Mapping[str, Mapping[str, str | Path]] | None = None,
                  image_pull_backoff: float = 0.5,
                  retry_delay: float = 0.0,
-                 kill_grace: float = 2.0) -> None:
+                 kill_grace: float = 2.0,
+                 sync_delay: float = 0.3) -> None:
         self.emulator = emulator
         self.store = emulator.store
         self.command_map = {key: list(value) for key, value in (command_map or {}).items()}
         self.cwd = Path(cwd)
         self.unpullable = tuple(unpullable)
+        #: Images already on the node (None: all of them), for `imagePullPolicy: Never`.
+        self.node_images = None if node_images is None else tuple(node_images)
         self.extra_env = dict(extra_env or {})
         #: Image paths to local ones, applied to args and env values (`{"/app": REPO_ROOT}`).
         self.path_map = _normalised(path_map)
@@ -82,6 +91,12 @@ class FakeKubelet:
         self.image_path_map = {image: _normalised(mapping)
                                for image, mapping in (image_path_map or {}).items()}
         self.image_pull_backoff = image_pull_backoff
+        #: How long after binding the kubelet first writes the pod's status. A real kubelet
+        #: learns of a bound pod through its own watch, then its pod worker mounts volumes and
+        #: fetches Secrets before the first status (pkg/kubelet/pod_workers.go); that takes
+        #: from a few hundred milliseconds to seconds. An operator that looks at the pod only
+        #: once, right after the Job's first status, must not see a verdict there.
+        self.sync_delay = sync_delay
         self.kill_grace = kill_grace
         self.jobs = JobController(emulator, self, retry_delay=retry_delay)
         #: Every process started, in order; `processes_started` counts them.
@@ -228,8 +243,19 @@ class FakeKubelet:
         container = pod["spec"]["containers"][0]
         status = PodStatus(container, pod_ip="127.0.0.1")
         try:
+            await self._schedule(ns, name, pod)
+            await asyncio.sleep(self.sync_delay)  # the kubelet's own pace, not a test sync
             self._write_status(ns, name, status.waiting("ContainerCreating"))
-            if any(marker in str(container.get("image", "")) for marker in self.unpullable):
+            image = str(container.get("image", ""))
+            if container.get("imagePullPolicy") == "Never" and self.node_images is not None \
+                    and image not in self.node_images:
+                # pkg/kubelet/images/image_manager.go: `ErrImageNeverPull`, and the pod waits
+                # for good (the kubelet never pulls it; only a new pod could get it).
+                self._write_status(ns, name, status.waiting(
+                    "ErrImageNeverPull", f'Container image "{image}" is not present with pull '
+                    "policy of Never"))
+                await asyncio.Future()
+            if any(marker in image for marker in self.unpullable):
                 await self._fail_image_pull(ns, name, status)
             env = await self._resolve_env_when_ready(pod, container, status)
             self._write_status(ns, name, status.running())
@@ -247,8 +273,36 @@ class FakeKubelet:
         finally:
             self._pods.pop(uid, None)
         message = run.termination_message
-        self._write_status(ns, name, status.terminated(exit_code, None, message))
+        reason = "StartError" if run.start_error else None
+        self._write_status(ns, name, status.terminated(exit_code, reason, message))
         return PodOutcome(name, container["name"], exit_code, message)
+
+    async def _schedule(self, ns: str, name: str, pod: dict[str, Any]) -> None:
+        """The scheduler's part: bind the pod to the one node, or mark it unschedulable.
+
+        The node carries the well-known labels (kubernetes.io/hostname, os, arch) and no
+        taints. A `nodeSelector` it does not satisfy leaves the pod Pending for good with
+        `PodScheduled=False`, reason `Unschedulable` and the scheduler's message, built as
+        `FitError.Error()` builds it (pkg/scheduler/framework/types.go; the node affinity
+        plugin's reason `ErrReasonPod`, pkg/scheduler/framework/plugins/nodeaffinity). A bound
+        pod gets `spec.nodeName` and `PodScheduled=True` (the `pods/binding` subresource,
+        pkg/registry/core/pod/storage/storage.go `assignPod`).
+        """
+        selector = (pod.get("spec") or {}).get("nodeSelector") or {}
+        if any(NODE_LABELS.get(key) != value for key, value in selector.items()):
+            self._write_status(ns, name, {"phase": "Pending", "conditions": [{
+                "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                "message": "0/1 nodes are available: 1 node(s) didn't match Pod's node "
+                           "affinity/selector. preemption: 0/1 nodes are available: 1 "
+                           "Preemption is not helpful for scheduling.",
+                "lastProbeTime": None, "lastTransitionTime": now_rfc3339()}]})
+            await asyncio.Future()  # no node will ever fit: Pending until deleted
+        with contextlib.suppress(ApiError):
+            self.store.patch(self.emulator.rtype(PODS), ns, name,
+                             {"spec": {"nodeName": NODE_NAME}})
+        self._write_status(ns, name, {"conditions": [{
+            "type": "PodScheduled", "status": "True", "lastProbeTime": None,
+            "lastTransitionTime": now_rfc3339()}]})
 
     async def _fail_image_pull(self, ns: str, name: str, status: PodStatus) -> None:
         image = status.image
@@ -314,14 +368,20 @@ class FakeKubelet:
         message_path = workdir / "termination-log"
         message_path.touch()
         if not run.argv:
-            run.exit_code = 128
-            run.termination_message = "the emulator cannot run an image's entrypoint: " \
-                                      "set the container's command"
-            return run.exit_code
-        process = await asyncio.create_subprocess_exec(
-            *run.argv, cwd=self.cwd, env=self._process_env(run, message_path),
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+            return self._start_error(run, "the emulator cannot run an image's entrypoint: "
+                                          "set the container's command")
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *run.argv, cwd=self.cwd, env=self._process_env(run, message_path),
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+        except (FileNotFoundError, PermissionError):
+            # What containerd reports when the command is not in the image: the container
+            # never runs, `terminated` with reason StartError and exit code 128.
+            return self._start_error(
+                run, "failed to create containerd task: failed to create shim task: OCI "
+                "runtime create failed: runc create failed: unable to start container process: "
+                f'exec: "{run.argv[0]}": executable file not found in $PATH: unknown')
         self.runs.append(run)  # counted once it really runs
         self.emulator.notify()
         output = b""
@@ -342,6 +402,11 @@ class FakeKubelet:
         run.termination_message = termination_message(
             message_path, run.output, run.exit_code,
             container.get("terminationMessagePolicy", "File"))
+        return run.exit_code
+
+    @staticmethod
+    def _start_error(run: ContainerRun, message: str) -> int:
+        run.exit_code, run.start_error, run.termination_message = 128, True, message
         return run.exit_code
 
     async def _kill(self, process: asyncio.subprocess.Process) -> None:

@@ -234,13 +234,57 @@ def test_pod_being_created() -> None:
     assert status["message"] == f"Job {JOB} created, waiting for its pod to start"
 
 
+def unschedulable_since(moment: datetime) -> list[dict[str, Any]]:
+    return [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+             "message": "0/3 nodes are available: 3 Insufficient memory.",
+             "lastProbeTime": None, "lastTransitionTime": rfc3339(moment)}]
+
+
 def test_pod_not_scheduled_yet_is_still_progressing() -> None:
-    unschedulable = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                      "message": "0/3 nodes are available: 3 Insufficient memory."}]
-    status = status_of(job(active=1), [pod({}, phase="Pending", conditions=unschedulable)])
+    pods = [pod({}, phase="Pending", conditions=unschedulable_since(NOW - timedelta(seconds=59)))]
+    status = status_of(job(active=1), pods)
     assert conditions(status) == progressing("JobCreated")
-    assert status["message"].endswith("waiting for its pod to start: 0/3 nodes are available: "
+    assert status["message"].endswith("waiting for a node for its pod: 0/3 nodes are available: "
                                       "3 Insufficient memory.")
+
+
+def test_pod_unschedulable_past_the_threshold_stalls() -> None:
+    pods = [pod({}, phase="Pending", conditions=unschedulable_since(NOW - timedelta(seconds=61)))]
+    status = status_of(job(active=1), pods)
+    assert conditions(status) == stalled("Unschedulable")
+    assert status["phase"] == "Pending"
+    assert status["message"] == (f"pod of Job {JOB} cannot be scheduled (for 61s): 0/3 nodes "
+                                 "are available: 3 Insufficient memory.")
+
+
+def test_unschedulable_for_measures_the_wait() -> None:
+    from umt_operator.status import unschedulable_for
+
+    pods = [pod({}, phase="Pending", conditions=unschedulable_since(NOW - timedelta(seconds=12)))]
+    assert unschedulable_for(observe_job(job(active=1), pods), NOW) == 12
+    assert unschedulable_for(observe_job(job(active=1), [pod(RUNNING)]), NOW) is None
+    assert unschedulable_for(None, NOW) is None
+
+
+def test_container_that_cannot_start_stalls_and_never_counts_as_a_run() -> None:
+    message = ('failed to create containerd task: exec: "umt-migrations": executable file not '
+               "found in $PATH: unknown")
+    ended = {"terminated": {"exitCode": 128, "reason": "StartError", "message": message,
+                            "startedAt": None, "finishedAt": FINISHED}}
+    observation = observe_job(job(failed=1), [pod(ended)])
+    assert observation.pod_problem is not None and not observation.container_ran
+    status = status_of(job(active=1, failed=1), [pod(ended), pod(waiting("ContainerCreating"),
+                                                                 suffix="b2")])
+    assert conditions(status) == stalled("ContainerCannotStart")
+    assert message in status["message"]
+    failed = status_of(failed_job("BackoffLimitExceeded", "Job has reached the specified "
+                                  "backoff limit", failed=3), [pod(ended)])
+    assert conditions(failed) == stalled("ContainerCannotStart")
+
+
+def test_a_runner_that_ran_counts_as_a_run() -> None:
+    assert observe_job(job(active=1), [pod(RUNNING)]).container_ran
+    assert not observe_job(job(active=1), [pod(waiting("ErrImagePull", "not found"))]).container_ran
 
 
 def test_running() -> None:
@@ -515,6 +559,12 @@ def test_passwords_are_scrubbed(secret_text: str) -> None:
          "ImagePullFailed"),
         ("ImagePullBackOff", 'Back-off pulling image "registry.example/umt:9"', "ImagePullFailed"),
         ("InvalidImageName", 'Failed to apply default image tag "UMT:latest"', "ImagePullFailed"),
+        ("ErrImageNeverPull", 'Container image "registry.example/umt:9" is not present with '
+         "pull policy of Never", "ImagePullFailed"),
+        ("CreateContainerError", "failed to create containerd container: mount failed",
+         "ContainerCannotStart"),
+        ("RunContainerError", "failed to start container: working directory not found",
+         "ContainerCannotStart"),
     ],
 )
 def test_pod_trouble_stalls_with_the_kubelets_message(
@@ -523,7 +573,9 @@ def test_pod_trouble_stalls_with_the_kubelets_message(
     status = status_of(job(active=1), [pod(waiting(waiting_reason, kubelet_message))])
     assert conditions(status) == stalled(reason)
     assert status["phase"] == "Pending"
-    assert status["message"] == f"pod of Job {JOB} cannot start: {kubelet_message}"
+    assert status["message"] == (
+        f"pod of Job {JOB} cannot start: {kubelet_message} (Kubernetes keeps retrying until the "
+        "Job's deadline; fix the cause, or change the spec)")
     assert status["completionTime"] is None
 
 
