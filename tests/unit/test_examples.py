@@ -1,0 +1,196 @@
+"""Every file in examples/ is used the way its comment says, by a test.
+
+SchemaMigrations: valid against the CRD (schema and CEL rules), accepted by the operator's spec
+parser, and applied with the real `kubectl` to the API emulator. Helm values: rendered with the
+real `helm` into charts/umt. Argo CD: the argocd-cm snippet carries exactly the tested health
+check; the Applications point at the chart and their values render. Flux: the Kustomizations
+wait and order the app after the migration; the HelmRelease's chart and values render.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.k8s.fixtures import emulator, helm_binary, kubectl, kubectl_binary  # noqa: F401
+from tests.unit.test_crd import validate as validate_against_crd
+from tests.unit.test_schema_migration_chart import (
+    CRD,
+    CRD_SCHEMA,
+    KUBERNETES_VERSION,
+    SMIG,
+    hook_manifest,
+)
+from tests.unit.test_umt_chart import chart  # noqa: F401  (fixture: charts/umt, deps built)
+from umt_operator.spec import parse_spec
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+HEALTH_LUA = ROOT / "argocd" / "health" / "migrations.umt.dev" / "SchemaMigration" / "health.lua"
+
+SCHEMA_MIGRATIONS = ["schemamigration-minimal.yaml", "schemamigration-downgrade.yaml"]
+HELM_VALUES = {"helm-values-hook.yaml": "hook", "helm-values-resource.yaml": "resource"}
+ARGOCD_APPLICATIONS = {"argocd-application-sync-wave.yaml": "resource",
+                       "argocd-application-presync.yaml": "hook"}
+OTHERS = ["argocd-cm-health.yaml", "flux-kustomization.yaml", "flux-helmrelease.yaml"]
+
+Objects = list[dict[str, Any]]
+
+
+def load(name: str) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all((EXAMPLES / name).read_text()) if doc]
+
+
+def render(binary: Path, chart_dir: Path, *args: str) -> Objects:
+    result = subprocess.run([str(binary), "template", "umt", str(chart_dir), "--namespace", "umt",
+                             *args], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def render_values(binary: Path, chart_dir: Path, values: dict[str, Any],
+                  tmp_path: Path) -> Objects:
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return render(binary, chart_dir, "-f", str(path))
+
+
+def the_migration(objects: Objects) -> tuple[str, dict[str, Any]]:
+    """("resource", the SchemaMigration) or ("hook", the manifest the waiter applies)."""
+    plain = [o for o in objects if (o["apiVersion"], o["kind"]) == SMIG]
+    return ("resource", plain[0]) if plain else ("hook", hook_manifest(objects))
+
+
+@pytest.mark.unit
+def test_every_example_is_tested() -> None:
+    tested = {*SCHEMA_MIGRATIONS, *HELM_VALUES, *ARGOCD_APPLICATIONS, *OTHERS}
+    assert {p.name for p in EXAMPLES.iterdir()} == tested
+
+
+# --- SchemaMigrations ------------------------------------------------------------------------
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("name", SCHEMA_MIGRATIONS)
+def test_schema_migration_is_valid(name: str) -> None:
+    (resource,) = load(name)
+    assert (resource["apiVersion"], resource["kind"]) == SMIG
+    assert validate_against_crd(CRD_SCHEMA, json.loads(json.dumps(resource))) == []
+    spec = parse_spec(resource["spec"])
+    if "downgrade" in name:
+        assert spec.allow_downgrade is True
+        assert re.fullmatch(r"[0-9a-f]{12}", spec.target_revision)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", SCHEMA_MIGRATIONS)
+def test_schema_migration_applies_with_kubectl(name: str, kubectl: Any) -> None:  # noqa: F811
+    # --validate=false: the emulator serves no OpenAPI document (tests/k8s, FACTS.md)
+    kubectl("apply", "--validate=false", "-f", str(EXAMPLES / name))
+    (resource,) = load(name)
+    shown = json.loads(kubectl("get", "smig", resource["metadata"]["name"], "-n",
+                               resource["metadata"]["namespace"], "-o", "json").stdout)
+    assert validate_against_crd(CRD_SCHEMA, resource) == []  # fills in the CRD's defaults
+    assert shown["spec"] == resource["spec"]
+
+
+# --- Helm values -----------------------------------------------------------------------------
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("name", sorted(HELM_VALUES))
+def test_helm_values_render_the_intended_mode(helm_binary: Path, chart: Path,  # noqa: F811
+                                              name: str) -> None:
+    lint = subprocess.run([str(helm_binary), "lint", "--strict", str(chart), "-f",
+                           str(EXAMPLES / name)], capture_output=True, text=True, timeout=60)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    objects = render(helm_binary, chart, "-f", str(EXAMPLES / name))
+    mode, migration = the_migration(objects)
+    assert mode == HELM_VALUES[name]
+    assert migration["spec"]["database"]["urlSecretRef"] == {"name": "umt-db", "key": "url"}
+    assert validate_against_crd(CRD_SCHEMA, migration) == []
+    for obj in objects:
+        if (obj["apiVersion"], obj["kind"]) != SMIG:
+            kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+
+
+# --- Argo CD ---------------------------------------------------------------------------------
+
+
+@pytest.mark.unit
+def test_argocd_cm_snippet_carries_the_tested_health_check() -> None:
+    (config_map,) = load("argocd-cm-health.yaml")
+    kubernetes_validate.validate(config_map, KUBERNETES_VERSION, strict=True)
+    assert config_map["metadata"] == {"name": "argocd-cm", "namespace": "argocd"}
+    group, kind = CRD["spec"]["group"], CRD["spec"]["names"]["kind"]
+    # Argo CD's key for a custom health check: resource.customizations.health.<group>_<kind>
+    (key,) = config_map["data"]
+    assert key == f"resource.customizations.health.{group}_{kind}"
+    assert config_map["data"][key] == HEALTH_LUA.read_text()
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("name", sorted(ARGOCD_APPLICATIONS))
+def test_argocd_application_deploys_the_chart(helm_binary: Path, chart: Path,  # noqa: F811
+                                              name: str, tmp_path: Path) -> None:
+    (app,) = load(name)
+    assert (app["apiVersion"], app["kind"]) == ("argoproj.io/v1alpha1", "Application")
+    source = app["spec"]["source"]
+    assert (ROOT / source["path"] / "Chart.yaml").is_file()
+    assert app["spec"]["destination"]["namespace"] == "umt"
+    objects = render_values(helm_binary, chart, source["helm"]["valuesObject"], tmp_path)
+    mode, _ = the_migration(objects)
+    assert mode == ARGOCD_APPLICATIONS[name]
+    if mode == "resource":  # synced and healthy before the Deployment
+        waves = {o["kind"]: int(o["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"])
+                 for o in objects}
+        assert waves["SchemaMigration"] < waves["Deployment"]
+    else:  # Helm hooks, which Argo CD runs as PreSync
+        job = next(o for o in objects if o["kind"] == "Job")
+        assert "pre-upgrade" in job["metadata"]["annotations"]["helm.sh/hook"]
+        assert app["spec"]["syncPolicy"]["retry"]["limit"] == 0
+
+
+# --- Flux ------------------------------------------------------------------------------------
+
+
+@pytest.mark.unit
+def test_flux_kustomizations_wait_for_the_migration_before_the_app() -> None:
+    schema, app = load("flux-kustomization.yaml")
+    for each in (schema, app):
+        assert (each["apiVersion"], each["kind"]) == ("kustomize.toolkit.fluxcd.io/v1",
+                                                      "Kustomization")
+        assert each["spec"]["sourceRef"]["kind"] == "GitRepository"
+        assert each["spec"]["path"].startswith("./")
+    assert schema["spec"]["wait"] is True
+    assert app["spec"]["dependsOn"] == [{"name": schema["metadata"]["name"]}]
+
+
+def _seconds(duration: str) -> int:
+    match = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", duration)
+    assert match and duration, duration
+    hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+@pytest.mark.unit
+def test_flux_helm_release_runs_the_hook_within_its_timeout(
+        helm_binary: Path, chart: Path, tmp_path: Path) -> None:  # noqa: F811
+    (release,) = load("flux-helmrelease.yaml")
+    assert (release["apiVersion"], release["kind"]) == ("helm.toolkit.fluxcd.io/v2",
+                                                        "HelmRelease")
+    assert (ROOT / release["spec"]["chart"]["spec"]["chart"] / "Chart.yaml").is_file()
+    values = release["spec"]["values"]
+    objects = render_values(helm_binary, chart, values, tmp_path)
+    mode, migration = the_migration(objects)
+    assert mode == "hook" and migration["spec"]["targetRevision"] == "head"
+    waiter_timeout = values["schema-migration"]["hook"]["timeoutSeconds"]
+    assert waiter_timeout < _seconds(release["spec"]["timeout"])
+    assert release["spec"]["upgrade"]["remediation"]["retries"] == 0
