@@ -3,9 +3,11 @@
 Contract relied on by the umt-migrations CLI, the migration Job and the tests:
 
 - ``target_metadata`` is ``umt.models.Base.metadata`` (the installed package, no sys.path games);
-- a connection handed in through ``config.attributes["connection"]`` is used as is: this file
-  never opens a second connection, never commits and never closes it (the caller owns it, and
-  may hold an advisory lock on it);
+- ``config.attributes["connection"]`` may hold a Connection or an Engine, and the caller owns
+  what it passes. A Connection is used as is: this file never opens a second connection, never
+  commits and never closes it (the caller may hold an advisory lock on it). An Engine (what
+  pytest-alembic passes) lends a connection that this file opens and closes, leaving the engine
+  itself to the caller;
 - otherwise the URL is ``sqlalchemy.url`` from the Config, else ``DATABASE_URL``, else
   ``sqlite:///umt.db``, normalised so ``postgresql://`` and ``mysql://`` use the installed drivers;
 - each revision runs in its own transaction (``transaction_per_migration``) so a failure leaves
@@ -63,17 +65,23 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
-    """Migrate through the caller's connection, or through a short-lived engine of our own."""
-    connection = config.attributes.get("connection")
-    if connection is not None:
-        _run_with(connection)
+    """Migrate through the caller's Connection or Engine, else through an engine of our own."""
+    given = config.attributes.get("connection")
+    if isinstance(given, sa.Connection):
+        _run_with(given)
         return
-    engine = sa.create_engine(database_url(), poolclass=sa.pool.NullPool)
+    if given is not None and not isinstance(given, sa.Engine):
+        raise TypeError(
+            'config.attributes["connection"] must be a SQLAlchemy Connection or Engine, '
+            f"not {type(given).__name__}"
+        )
+    engine = given or sa.create_engine(database_url(), poolclass=sa.pool.NullPool)
     try:
         with engine.connect() as own_connection:
             _run_with(own_connection)
     finally:
-        engine.dispose()
+        if engine is not given:
+            engine.dispose()
 
 
 def _run_with(connection: sa.Connection) -> None:

@@ -4,6 +4,11 @@ What a developer or an operator would notice if it broke: a revision that can't 
 undoes something else), models and migrations that disagree (``check`` fails in CI, or
 autogenerate proposes junk), a data migration that loses or mangles users' settings, two
 heads, a revision file without its why.
+
+The history's generic checks are pytest-alembic's own built-in tests (single head, upgrade,
+models match the DDL, up/down consistency), run here on each database through UMT's
+``env.py`` exactly as any project runs them; the tests written here cover what they do not:
+the exact schema after every down and up, the batched data migration, ``env.py``'s contract.
 """
 
 from __future__ import annotations
@@ -14,10 +19,12 @@ import logging
 import math
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_alembic.tests
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
@@ -43,7 +50,7 @@ FILE_NAME = re.compile(
 )
 
 
-def alembic_config(url: str | None = None) -> Config:
+def umt_config(url: str | None = None) -> Config:
     config = Config(str(ALEMBIC_INI))
     if url is not None:
         config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -51,7 +58,7 @@ def alembic_config(url: str | None = None) -> Config:
 
 
 def script_directory() -> ScriptDirectory:
-    return ScriptDirectory.from_config(alembic_config())
+    return ScriptDirectory.from_config(umt_config())
 
 
 def current_revision(url: str) -> str | None:
@@ -104,10 +111,9 @@ def schema_snapshot(url: str) -> dict[str, Any]:
 
 
 @pytest.mark.unit
-def test_history_is_linear_with_exactly_one_head() -> None:
-    script = script_directory()
-    assert script.get_heads() == [HISTORY[-1]]
-    oldest_first = [rev.revision for rev in script.walk_revisions()][::-1]
+def test_history_is_the_documented_story() -> None:
+    """HISTORY (oldest first) drives the per-revision tests below: it must be the real chain."""
+    oldest_first = [rev.revision for rev in script_directory().walk_revisions()][::-1]
     assert oldest_first == HISTORY
 
 
@@ -140,7 +146,7 @@ def test_alembic_ini_has_no_url_and_works_from_any_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    config = alembic_config()
+    config = umt_config()
     assert config.get_main_option("sqlalchemy.url") is None
     assert Path(script_directory().dir) == REPO_ROOT / "migrations"
 
@@ -148,7 +154,7 @@ def test_alembic_ini_has_no_url_and_works_from_any_directory(
 @pytest.mark.unit
 def test_new_revision_files_follow_the_house_template(tmp_path: Path) -> None:
     shutil.copytree(REPO_ROOT / "migrations", tmp_path / "migrations")
-    config = alembic_config()
+    config = umt_config()
     config.set_main_option("script_location", str(tmp_path / "migrations"))
 
     script = command.revision(config, message="Add brand tagline")
@@ -197,7 +203,7 @@ def test_every_constraint_and_index_has_a_conventional_name() -> None:
 def test_offline_sql_script_covers_the_history_without_leaking_the_password(
     url: str, expected: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = alembic_config(url)
+    config = umt_config(url)
     command.upgrade(config, "head", sql=True)
     command.downgrade(config, "head:base", sql=True)
     out, err = capsys.readouterr()
@@ -216,7 +222,7 @@ def test_env_uses_the_callers_connection_and_leaves_it_to_the_caller(
     pg_url: str, tmp_path: Path
 ) -> None:
     decoy = tmp_path / "decoy.db"
-    config = alembic_config(f"sqlite:///{decoy}")
+    config = umt_config(f"sqlite:///{decoy}")
     engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
     try:
         with engine.connect() as conn:
@@ -238,12 +244,12 @@ def test_env_falls_back_to_database_url_then_to_umt_db_in_the_working_directory(
     monkeypatch.chdir(tmp_path)
     from_env = tmp_path / "from-env.db"
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{from_env}")
-    command.upgrade(alembic_config(), "head")
+    command.upgrade(umt_config(), "head")
     assert current_revision(f"sqlite:///{from_env}") == HISTORY[-1]
     assert not (tmp_path / "umt.db").exists()
 
     monkeypatch.delenv("DATABASE_URL")
-    command.upgrade(alembic_config(), HISTORY[0])
+    command.upgrade(umt_config(), HISTORY[0])
     assert current_revision(f"sqlite:///{tmp_path / 'umt.db'}") == HISTORY[0]
 
 
@@ -255,7 +261,7 @@ def test_env_accepts_plain_urls_and_never_prints_the_password(
     # The test server trusts local connections, so any password gets in: enough to prove
     # that a plain postgresql:// URL (psycopg2 installed, not psycopg 3) works and stays quiet.
     url = sa.make_url(pg_url).set(drivername="postgresql", password="s3cret-pw")
-    config = alembic_config(url.render_as_string(hide_password=False))
+    config = umt_config(url.render_as_string(hide_password=False))
     config.stdout = io.StringIO()
     command.upgrade(config, "head")
     command.current(config, verbose=True)
@@ -264,7 +270,79 @@ def test_env_accepts_plain_urls_and_never_prints_the_password(
     assert "s3cret-pw" not in config.stdout.getvalue() + out + err + caplog.text
 
 
-# --- every revision, on every database --------------------------------------------------------
+@pytest.mark.integration
+def test_env_takes_an_engine_and_leaves_it_to_the_caller(pg_url: str, tmp_path: Path) -> None:
+    """pytest-alembic (and others) pass an Engine: env.py borrows a connection and returns it."""
+    decoy = tmp_path / "decoy.db"
+    config = umt_config(f"sqlite:///{decoy}")
+    engine = sa.create_engine(pg_url, pool_size=1, max_overflow=0, pool_timeout=5)
+    try:
+        config.attributes["connection"] = engine
+        command.upgrade(config, "head")
+        assert engine.pool.checkedout() == 0, "env.py kept a connection of the caller's engine"
+        with engine.connect() as conn:  # the engine is still the caller's, usable
+            assert MigrationContext.configure(conn).get_current_revision() == HISTORY[-1]
+        command.downgrade(config, HISTORY[0])
+    finally:
+        engine.dispose()
+    assert current_revision(pg_url) == HISTORY[0]
+    assert not decoy.exists(), "env.py connected to sqlalchemy.url instead"
+
+
+@pytest.mark.integration
+def test_env_never_commits_the_callers_connection(pg_url: str) -> None:
+    """A caller's transaction stays the caller's: rolled back, nothing happened (PostgreSQL)."""
+    config = umt_config(pg_url)
+    engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            config.attributes["connection"] = conn
+            with conn.begin() as transaction:
+                command.upgrade(config, "head")
+                assert MigrationContext.configure(conn).get_current_revision() == HISTORY[-1]
+                transaction.rollback()
+    finally:
+        engine.dispose()
+    assert current_revision(pg_url) is None
+    assert schema_snapshot(pg_url) in ({}, {"<enum types>": []})
+
+
+@pytest.mark.unit
+def test_env_refuses_anything_else_as_a_connection() -> None:
+    config = umt_config("sqlite://")
+    config.attributes["connection"] = "postgresql://db/umt"
+    with pytest.raises(TypeError, match="must be a SQLAlchemy Connection or Engine, not str"):
+        command.upgrade(config, "head")
+
+
+# --- pytest-alembic's built-in tests, on every database -----------------------------------------
+
+
+@pytest.fixture
+def alembic_config() -> dict[str, str]:
+    """pytest-alembic's view of the project: UMT's own alembic.ini, from any directory."""
+    return {"file": str(ALEMBIC_INI)}
+
+
+@pytest.fixture
+def alembic_engine(db_url: str) -> Iterator[sa.Engine]:
+    """A fresh database per test on PostgreSQL, MariaDB and SQLite, passed to env.py as is."""
+    engine = sa.create_engine(db_url, poolclass=sa.pool.NullPool)
+    yield engine
+    engine.dispose()
+
+
+# pytest-alembic's four built-in tests, collected here (rather than through its --test-alembic
+# switch) so that plain `pytest` runs them, with this module's fixtures and the suite's tiers.
+test_single_head_revision = pytest.mark.integration(pytest_alembic.tests.test_single_head_revision)
+test_upgrade = pytest.mark.integration(pytest_alembic.tests.test_upgrade)
+test_model_definitions_match_ddl = pytest.mark.integration(
+    pytest_alembic.tests.test_model_definitions_match_ddl
+)
+test_up_down_consistency = pytest.mark.integration(pytest_alembic.tests.test_up_down_consistency)
+
+
+# --- every revision, on every database: the exact schema after each down and up ---------------
 
 
 @pytest.mark.integration
@@ -272,7 +350,7 @@ def test_env_accepts_plain_urls_and_never_prints_the_password(
 def test_each_revision_downgrades_to_exactly_the_previous_schema(
     db_url: str, revision: str
 ) -> None:
-    config = alembic_config(db_url)
+    config = umt_config(db_url)
     previous = HISTORY.index(revision) - 1
     if previous >= 0:
         command.upgrade(config, HISTORY[previous])
@@ -293,7 +371,7 @@ def test_each_revision_downgrades_to_exactly_the_previous_schema(
 
 @pytest.mark.integration
 def test_full_cycle_base_head_base_head(db_url: str) -> None:
-    config = alembic_config(db_url)
+    config = umt_config(db_url)
     command.upgrade(config, "head")
     at_head = schema_snapshot(db_url)
     assert set(at_head) >= {
@@ -311,15 +389,8 @@ def test_full_cycle_base_head_base_head(db_url: str) -> None:
 
 
 @pytest.mark.integration
-def test_models_and_migrations_agree_at_head(db_url: str) -> None:
-    config = alembic_config(db_url)
-    command.upgrade(config, "head")
-    command.check(config)  # raises AutogenerateDiffsDetected on any difference
-
-
-@pytest.mark.integration
 def test_check_notices_a_schema_that_drifted_from_the_models(sqlite_url: str) -> None:
-    config = alembic_config(sqlite_url)
+    config = umt_config(sqlite_url)
     command.upgrade(config, "head")
     engine = sa.create_engine(sqlite_url, poolclass=sa.pool.NullPool)
     with engine.begin() as conn:
@@ -389,7 +460,7 @@ def batch_records(caplog: pytest.LogCaptureFixture, what: str) -> list[str]:
 def test_data_migration_moves_every_user_in_batches_and_back(
     db_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    config = alembic_config(db_url)
+    config = umt_config(db_url)
     batch_size = script_directory().get_revision(DATA_MIGRATION).module.BATCH_SIZE
     expected_batches = math.ceil(USER_COUNT / batch_size)
     assert expected_batches >= 3, "the data set must span several batches"
