@@ -120,6 +120,7 @@ class Rev:
     downgrade_sql: list[str] = field(default_factory=list)
     branch_labels: tuple[str, ...] = ()
     fail: bool = False  #: upgrade raises after its SQL ran
+    fail_down: bool = False  #: downgrade raises after its SQL ran
     upgrade_python: list[str] = field(default_factory=list)  #: extra lines at the end of upgrade()
 
 
@@ -130,7 +131,7 @@ def _revision_source(rev: Rev) -> str:
             "op.execute(\"INSERT INTO applied_log (revision, direction) "
             f"VALUES ('{rev.id}', '{direction}')\")"
         )
-        if rev.fail and direction == "up":
+        if (rev.fail and direction == "up") or (rev.fail_down and direction == "down"):
             lines.append("op.execute('SELECT * FROM table_that_does_not_exist')")
         if direction == "up":
             lines.extend(rev.upgrade_python)

@@ -413,6 +413,59 @@ def test_single_transaction_project_reports_the_rollback(tmp_path: Path, pg_url:
     assert table_names(pg_url) == set()
 
 
+@pytest.mark.parametrize("env_style", ["url_only", "standard"])
+def test_a_downgrade_failing_midway_leaves_the_failing_revision(
+    tmp_path: Path, server_url: str, env_style: str
+) -> None:
+    """Alembic's own env.py template runs everything in one transaction; the runner still
+    commits each revision, so the steps before the failure stay done and the report says where
+    the database is: at the revision whose downgrade failed."""
+    revs = linear_chain(4)
+    ini = make_project(tmp_path, revs, env_style=env_style)
+    code, _, _, stderr = run_migrate(ini, server_url, "--to", "head")
+    assert code == 0, stderr
+    c1, c2, c3, c4 = (r.id for r in revs[1:])
+    revs[2].fail_down = True  # c2's downgrade drops its table, then fails
+    make_project(tmp_path, revs, env_style=env_style)
+
+    code, report, _, stderr = run_migrate(ini, server_url, "--to", c1, "--allow-downgrade")
+    assert code == 3 and "Traceback" not in stderr
+    assert report["direction"] == "downgrade" and report["fromRevision"] == c4
+    assert report["toRevision"] == c2, "the database is at the revision whose downgrade failed"
+    assert report["applied"] == [c4, c3]
+    assert report["error"]["reason"] == "MigrationFailed" and report["error"]["revision"] == c2
+    assert "table_that_does_not_exist" in report["error"]["message"]
+    tables = table_names(server_url)
+    assert not {f"t_{c3}", f"t_{c4}"} & tables
+    downs = [rev for rev, direction in log_rows(server_url) if direction == "down"]
+    if "postgresql" in server_url:  # c2's half-done downgrade rolled back with it
+        assert f"t_{c2}" in tables and downs == [c4, c3]
+    else:  # MariaDB: DDL commits by itself, so c2's table is gone while the version says c2
+        assert f"t_{c2}" not in tables and downs[:2] == [c4, c3]
+
+    revs[2].fail_down = False  # fixed: the next run carries on from c2
+    if "mysql" in server_url:
+        revs[2].downgrade_sql = [f"DROP TABLE IF EXISTS t_{c2}"]
+    make_project(tmp_path, revs, env_style=env_style)
+    code, report, _, stderr = run_migrate(ini, server_url, "--to", c1, "--allow-downgrade")
+    assert code == 0, stderr
+    assert report["fromRevision"] == c2 and report["applied"] == [c2]
+
+
+def test_a_project_that_opts_out_rolls_back_the_whole_downgrade(tmp_path: Path, pg_url: str) -> None:
+    """env.py says transaction_per_migration=False: one transaction, all or nothing."""
+    revs = linear_chain(4)
+    ini = make_project(tmp_path, revs, env_style="single_transaction")
+    assert run_migrate(ini, pg_url, "--to", "head")[0] == 0
+    revs[2].fail_down = True
+    make_project(tmp_path, revs, env_style="single_transaction")
+    code, report, _, _ = run_migrate(ini, pg_url, "--to", revs[1].id, "--allow-downgrade")
+    assert code == 3
+    assert report["toRevision"] == revs[4].id and report["applied"] == []
+    assert report["error"]["revision"] == revs[2].id
+    assert {f"t_{r.id}" for r in revs[1:]} <= table_names(pg_url)
+
+
 def test_dry_run_prints_plan_and_sql_and_touches_nothing(tmp_path: Path, pg_url: str) -> None:
     revs = linear_chain(2)
     ini = make_project(tmp_path, revs)
