@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 
@@ -72,7 +73,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lock-timeout", type=_seconds, default=300.0, metavar="S",
                    help="seconds to wait for another migration to finish (default 300)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and SQL; change nothing")
+    _add_waiter_and_gate(sub, common)
     return parser
+
+
+def _add_waiter_and_gate(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``apply`` (the waiter, Kubernetes) and ``wait-for-schema`` (the app gate, database)."""
+    from . import gate, waiter  # light modules: lightkube and SQLAlchemy load only when run
+
+    text = "server-side-apply a SchemaMigration and wait until it is Ready, Stalled or timed out"
+    p = sub.add_parser("apply", help=text, description=text, epilog=waiter.EXIT_CODES_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    waiter.add_arguments(p)
+    text = "wait until the database is at this image's head (or a newer revision it does not know)"
+    p = sub.add_parser("wait-for-schema", help=text, description=text, parents=[common],
+                       epilog=gate.EXIT_CODES_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    gate.add_arguments(p)
 
 
 def _seconds(value: str) -> float:
@@ -104,6 +121,14 @@ def _dispatch(args: argparse.Namespace) -> int:
     name = args.command
     if name == "migrate":  # the Job's path: no alembic.command (autogenerate and friends)
         return _migrate(args)
+    if name == "apply":
+        from . import waiter
+
+        return waiter.run(args)
+    if name == "wait-for-schema":
+        from . import gate
+
+        return gate.run(args)
     from . import commands
     from .project import Project
 

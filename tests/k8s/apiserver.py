@@ -11,6 +11,7 @@ fallbacks, so a test can inject API failures; a failing reaction changes no stat
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -22,7 +23,8 @@ import yaml
 
 from tests.k8s.apimachinery import ApiError, not_found, parse_field_selector, \
     parse_label_selector
-from tests.k8s.store import ObjectStore, ResourceType, WatchEvent
+from tests.k8s.audit import record_request
+from tests.k8s.store import ObjectStore, ResourceType, Subscription, WatchEvent
 from tests.k8s.tables import render_table, wants_table
 
 Payload = Any
@@ -40,6 +42,11 @@ class ApiServer(kmock.KubernetesEmulator):
     pod_logs: dict[tuple[str, str], str] = attrs.field(factory=dict, init=False)
     printer_columns: dict[kmock.resource, tuple[dict[str, Any], ...]] = \
         attrs.field(factory=dict, init=False)
+    #: The watches open now, and the query of every watch request served (newest last,
+    #: bounded), so tests can end watches the way a real cluster does and see how clients
+    #: came back (see `drop_watches`).
+    open_watches: list[OpenWatch] = attrs.field(factory=list, init=False)
+    watch_requests: list[WatchRequest] = attrs.field(factory=list, init=False)
     _builtin_count: int = attrs.field(default=0, init=False)
     _by_action: dict[Any, Any] = attrs.field(factory=dict, init=False)
 
@@ -58,6 +65,7 @@ class ApiServer(kmock.KubernetesEmulator):
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         self._trim_logs()
+        record_request(request)  # who asked for what, in RBAC's words (tests/k8s/audit.py)
         # Fast path: with no user reaction added, a resource request goes straight to the
         # built-in reaction of its action. kmock would test every reaction's criteria in turn
         # (~4 ms a request here), which would dominate the operator's measured latency.
@@ -80,7 +88,11 @@ class ApiServer(kmock.KubernetesEmulator):
 
     async def _render_error(self, exc: Exception) -> aiohttp.web.StreamResponse:
         if isinstance(exc, ApiError):
-            return aiohttp.web.json_response(exc.as_status(), status=exc.code)
+            # `application/json` without a charset, as the apiserver writes it (clients such
+            # as lightkube compare the header exactly before reading a Status).
+            return aiohttp.web.Response(body=json.dumps(exc.as_status()).encode(),
+                                        status=exc.code,
+                                        headers={"Content-Type": "application/json"})
         return await super()._render_error(exc)
 
     async def _serve_server_version(self, request: kmock.Request) -> Payload:
@@ -174,6 +186,9 @@ class ApiServer(kmock.KubernetesEmulator):
         timeout = float(request.params.get("timeoutSeconds") or 0) or None
         matches = _selection(request)
         columns = self._table_columns(rtype, request)
+        self.watch_requests.append(WatchRequest(rtype, dict(request.params),
+                                                _header(request, "User-Agent") or ""))
+        del self.watch_requests[:-200]
         yield b""  # send the headers now: the client knows the watch is established
         try:
             initial, subscription = self.store.subscribe(
@@ -181,6 +196,8 @@ class ApiServer(kmock.KubernetesEmulator):
         except ApiError as exc:
             yield {"type": "ERROR", "object": exc.as_status()}
             return
+        handle = OpenWatch(rtype, dict(request.params), subscription)
+        self.open_watches.append(handle)
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             for event in initial:
@@ -194,12 +211,34 @@ class ApiServer(kmock.KubernetesEmulator):
                     event = await asyncio.wait_for(subscription.queue.get(), remaining)
                 except TimeoutError:
                     return
-                if event is None:  # the server is stopping
+                if event is None:  # the server is stopping, or a test drops the watch
+                    if handle.abrupt and request._raw_request is not None \
+                            and request._raw_request.transport is not None:
+                        request._raw_request.transport.abort()  # no final chunk: a broken link
                     return
                 if (shown := _as_seen(event, matches, columns)) is not None:
                     yield shown
         finally:
+            self.open_watches.remove(handle)
             self.store.unsubscribe(subscription)
+
+    def drop_watches(self, rtype: ResourceType, *, abrupt: bool = False,
+                     where: Callable[[dict[str, str]], bool] = lambda params: True) -> int:
+        """End the open watches of `rtype` whose query matches `where`; return how many.
+
+        Real clusters end watches all the time: the apiserver closes each one cleanly after
+        `timeoutSeconds` or its own `--min-request-timeout` (1800 s by default, randomised) and
+        when it restarts (kube-apiserver reference, "--min-request-timeout"); load balancers
+        and broken links cut them without a final chunk (`abrupt`). Clients must watch again
+        from the last resourceVersion they saw (API concepts, "Efficient detection of
+        changes": https://kubernetes.io/docs/reference/using-api/api-concepts/).
+        """
+        dropped = [watch for watch in self.open_watches
+                   if watch.rtype == rtype and where(watch.params)]
+        for watch in dropped:
+            watch.abrupt = abrupt
+            watch.subscription.queue.put_nowait(None)
+        return len(dropped)
 
     def _table_columns(self, rtype: ResourceType,
                        request: kmock.Request) -> tuple[dict[str, Any], ...] | None:
@@ -218,6 +257,21 @@ class ApiServer(kmock.KubernetesEmulator):
                                   payload=self.store.create(rtype, request.namespace, body))
         return self.store.patch(rtype, request.namespace, request.name, body,
                                 subresource=request.subresource)
+
+
+@attrs.define
+class OpenWatch:
+    rtype: ResourceType
+    params: dict[str, str]
+    subscription: Subscription
+    abrupt: bool = False
+
+
+@attrs.frozen
+class WatchRequest:
+    rtype: ResourceType
+    params: dict[str, str]
+    user_agent: str
 
 
 def _is_discovery(request: kmock.Request) -> bool:

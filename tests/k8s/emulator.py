@@ -307,6 +307,23 @@ class Emulator:
         """How many watches of `resource` are open (e.g. "kubectl -w is listening now")."""
         return self.store.watchers(self.rtype(resource))
 
+    def drop_watches(self, resource: ResourceRef, *, abrupt: bool = False,
+                     where: Callable[[dict[str, str]], bool] = lambda params: True) -> int:
+        """End open watches of `resource` (cleanly, or `abrupt`ly as a broken connection
+        would) whose query parameters match `where`; see `ApiServer.drop_watches`."""
+        return self.call(self.server.drop_watches, self.rtype(resource), abrupt=abrupt,
+                         where=where)
+
+    def watch_requests(self, resource: ResourceRef) -> list[dict[str, str]]:
+        """The query parameters of the watch requests served for `resource`, oldest first."""
+        rtype = self.rtype(resource)
+        return self.call(lambda: [dict(w.params) for w in self.server.watch_requests
+                                  if w.rtype == rtype])
+
+    def compact(self, resource: ResourceRef) -> None:
+        """Compact the history of `resource`: older resourceVersions get 410 Gone."""
+        self.call(self.store.compact, self.rtype(resource))
+
     def wait_for_object(self, resource: ResourceRef, namespace: str | None, name: str,
                         predicate: Callable[[Body], Any] = bool, timeout: float = 5.0) -> Body:
         """Block until the object exists and `predicate(obj)` holds; return the object."""

@@ -247,6 +247,15 @@ class ObjectStore:
             self._subscriptions[subscription.rtype.resource].discard(subscription)
             self.notify()
 
+    def compact(self, rtype: ResourceType) -> None:
+        """Forget the event history of `rtype`, as etcd compaction does (the apiserver asks
+        for one every 5 minutes, `--etcd-compaction-interval`): a watch from any earlier
+        resourceVersion then gets 410 Gone ("too old resource version") and must list again
+        (API concepts, "410 Gone responses": https://kubernetes.io/docs/reference/using-api/api-concepts/)."""
+        with self.lock:
+            self._history[rtype.resource].clear()
+            self._expired_rv[rtype.resource] = self.resource_version
+
     def watchers(self, rtype: ResourceType) -> int:
         """How many watches of this resource are open right now."""
         with self.lock:

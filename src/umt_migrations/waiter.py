@@ -1,0 +1,335 @@
+"""``umt-migrations apply``: server-side-apply a SchemaMigration, then wait for its outcome.
+
+What a Helm hook Job (or a person, or CI) runs: apply the manifest with a field manager, note
+the ``metadata.generation`` the API server gave it, and follow the object with a watch until
+the operator reports ``Ready`` for that generation (exit 0), ``Stalled`` (exit 3, with the
+reason and message), or the time runs out (exit 4). API trouble is exit 5, bad usage exit 2.
+
+This module is the pure part: reading the manifest, reading a status for one generation, the
+progress lines, and the :class:`Tracker` that turns a stream of object versions into lines and
+an outcome. The API calls live in :mod:`umt_migrations.waiter_api`, which alone imports
+lightkube, and only when ``apply`` runs (the runner path never pays for it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum
+from pathlib import Path
+from typing import Any, TextIO
+
+GROUP, VERSION, KIND, PLURAL = "migrations.umt.dev", "v1alpha1", "SchemaMigration", "schemamigrations"
+API_VERSION = f"{GROUP}/{VERSION}"
+DEFAULT_FIELD_MANAGER = "umt-migrations"
+DEFAULT_TIMEOUT = 600.0
+DEFAULT_GRACE = 30.0
+
+
+class WaitExit(IntEnum):
+    """Exit codes of ``apply`` (documented in ``--help`` and docs/waiter-and-gate.md)."""
+
+    READY = 0  #: Ready for the applied generation
+    ERROR = 1  #: an unexpected failure of the waiter itself
+    USAGE = 2  #: invalid command line or manifest; nothing was applied
+    STALLED = 3  #: Stalled for the applied generation: the reason and message are printed
+    TIMEOUT = 4  #: neither Ready nor Stalled within --timeout
+    API_ERROR = 5  #: the API refused or could not be reached (credentials, RBAC, CRD, deleted)
+
+
+EXIT_CODES_HELP = """\
+exit codes:
+  0  Ready for the generation it applied
+  2  invalid usage or manifest (nothing applied)
+  3  Stalled for that generation (the reason and message are printed)
+  4  timed out (what it last saw is printed)
+  5  Kubernetes API error: unreachable, 401/403, CRD not installed, resource deleted
+"""
+
+
+class UsageError(Exception):
+    """The command line or the manifest cannot be used: exit 2, nothing applied."""
+
+
+# --- the manifest -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A SchemaMigration to apply: its body, name and the namespace it names (if any)."""
+
+    body: dict[str, Any]
+    name: str
+    namespace: str | None
+
+    def for_namespace(self, namespace: str) -> dict[str, Any]:
+        """The body to send, with ``metadata.namespace`` set to where it is applied."""
+        body = dict(self.body)
+        body["metadata"] = {**body["metadata"], "namespace": namespace}
+        return body
+
+
+def read_manifest_text(path: str, stdin: TextIO = sys.stdin) -> tuple[str, str]:
+    """The manifest's text and a name for messages; ``-`` reads standard input."""
+    if path == "-":
+        return stdin.read(), "<stdin>"
+    try:
+        return Path(path).read_text(), path
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def parse_manifest(text: str, source: str = "<manifest>") -> Manifest:
+    """One YAML (or JSON) SchemaMigration document, checked enough to apply safely."""
+    import yaml
+
+    try:
+        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{source} is not valid YAML: {' '.join(str(exc).split())}") from None
+    if len(documents) != 1:
+        raise UsageError(f"{source} must hold exactly one SchemaMigration, found "
+                         f"{len(documents)} documents")
+    body = documents[0]
+    if not isinstance(body, dict):
+        raise UsageError(f"{source} is not a Kubernetes object (a YAML mapping)")
+    if body.get("apiVersion") != API_VERSION or body.get("kind") != KIND:
+        raise UsageError(f"{source} is a {body.get('apiVersion')}/{body.get('kind')}, not a "
+                         f"{API_VERSION} {KIND}")
+    meta = body.get("metadata")
+    if not isinstance(meta, dict) or not isinstance(meta.get("name"), str) or not meta["name"]:
+        raise UsageError(f"{source} has no metadata.name")
+    if meta.get("generateName"):
+        raise UsageError(f"{source}: metadata.generateName cannot be applied; set metadata.name")
+    if not isinstance(body.get("spec"), dict):
+        raise UsageError(f"{source} has no spec")
+    namespace = meta.get("namespace")
+    if namespace is not None and (not isinstance(namespace, str) or not namespace):
+        raise UsageError(f"{source}: metadata.namespace must be a non-empty string")
+    return Manifest(body=body, name=meta["name"], namespace=namespace)
+
+
+def choose_namespace(manifest: Manifest, flag: str | None, default: str) -> str:
+    """``--namespace``, else the manifest's, else the kubeconfig's (or service account's)."""
+    if flag and manifest.namespace and flag != manifest.namespace:
+        raise UsageError(f"the manifest's namespace {manifest.namespace!r} does not match "
+                         f"--namespace {flag!r}")
+    return flag or manifest.namespace or default
+
+
+# --- reading a status for one generation -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What one version of the object says about the generation the waiter applied."""
+
+    observed: int  #: status.observedGeneration (-1: the operator has not seen the object)
+    phase: str | None = None
+    job: str | None = None
+    current: str | None = None
+    target: str | None = None
+    message: str | None = None
+    ready: bool = False  #: Ready=True for the applied generation (or a later one)
+    stalled: bool = False  #: Stalled=True for the applied generation (or a later one)
+    reason: str | None = None  #: the Stalled (or Ready) condition's reason
+
+
+def read_status(obj: Mapping[str, Any], generation: int) -> Snapshot:
+    """The object's status as seen for ``generation``: conditions of older generations, like
+    ``kubectl wait`` does, count for nothing."""
+    status = obj.get("status") or {}
+    wanted = (obj.get("spec") or {}).get("targetRevision")
+    resolved = status.get("targetRevision")  # the last run's resolved target
+    observed = _int(status.get("observedGeneration"), -1)
+    ready = _condition(status, "Ready", generation, observed)
+    stalled = _condition(status, "Stalled", generation, observed)
+    reason = (stalled or ready or {}).get("reason")
+    return Snapshot(
+        observed=observed,
+        phase=status.get("phase"),
+        job=status.get("jobName"),
+        current=status.get("currentRevision"),
+        target=_target(wanted, resolved, status.get("phase")),
+        message=status.get("message"),
+        ready=ready is not None,
+        stalled=stalled is not None and ready is None,
+        reason=reason,
+    )
+
+
+def _target(wanted: str | None, resolved: str | None, phase: str | None) -> str | None:
+    """The spec's target; with the id it resolved to once the run is over (``head (ab12…)``).
+    While a run is pending, the status still holds the previous run's resolved target."""
+    if resolved and phase in ("Succeeded", "Failed") and resolved != wanted:
+        return f"{wanted} ({resolved})" if wanted else resolved
+    return wanted or resolved
+
+
+def _condition(status: Mapping[str, Any], type_: str, generation: int,
+               observed: int) -> dict[str, Any] | None:
+    for cond in status.get("conditions") or []:
+        if isinstance(cond, dict) and cond.get("type") == type_:
+            seen = _int(cond.get("observedGeneration"), observed)
+            if cond.get("status") == "True" and seen >= generation:
+                return cond
+    return None
+
+
+def _int(value: Any, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def progress_line(ref: str, snap: Snapshot) -> str:
+    """``umt/umt-schema: Running (Job umt-schema-3-abcd): 0abb288d754e -> head - message``."""
+    job = f" (Job {snap.job})" if snap.job else ""
+    message = f" - {snap.message}" if snap.message else ""
+    return (f"{ref}: {snap.phase or 'Pending'}{job}: {snap.current or '?'} -> "
+            f"{snap.target or '?'}{message}")
+
+
+# --- following the object ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    code: WaitExit
+    line: str  #: the last line to print (on stderr, prefixed with ``error:``, unless Ready)
+
+
+@dataclass
+class Tracker:
+    """Turns the versions of the object the watch delivers into progress lines and an outcome.
+
+    Lines are printed for the applied generation only (an older status would mislead), once
+    per change. Without any status for that generation ``grace`` seconds after ``started``,
+    one line says the operator is probably not running; waiting goes on.
+    """
+
+    ref: str  #: ``namespace/name``
+    generation: int
+    started: float
+    grace: float = DEFAULT_GRACE
+    outcome: Outcome | None = None
+    last: Snapshot | None = None
+    _shown: Snapshot | None = field(default=None, repr=False)
+    _warned: bool = field(default=False, repr=False)
+
+    def observe(self, event: str, obj: Mapping[str, Any] | None) -> list[str]:
+        """Lines to print for one event (``ADDED``, ``MODIFIED``, ``DELETED``)."""
+        if self.outcome is not None:
+            return []
+        if event == "DELETED" or obj is None:
+            self.outcome = Outcome(WaitExit.API_ERROR,
+                                   f"{self.ref} was deleted while waiting for generation "
+                                   f"{self.generation}")
+            return []
+        snap = read_status(obj, self.generation)
+        self.last = snap
+        lines: list[str] = []
+        if snap.observed >= self.generation and _shown_part(snap) != _shown_part(self._shown):
+            self._shown = snap
+            lines.append(progress_line(self.ref, snap))
+        if snap.ready:
+            where = f" at {snap.current}" if snap.current else ""
+            self.outcome = Outcome(WaitExit.READY,
+                                   f"{self.ref} is Ready (generation {self.generation}){where}")
+        elif snap.stalled:
+            self.outcome = Outcome(WaitExit.STALLED,
+                                   f"{self.ref} is Stalled (generation {self.generation}): "
+                                   f"{snap.reason or 'no reason given'}: "
+                                   f"{snap.message or 'no message'}")
+        return lines
+
+    def next_check(self) -> float | None:
+        """When :meth:`tick` has something to say (the grace period's end), if ever."""
+        return None if self._warned or self._seen_generation() else self.started + self.grace
+
+    def tick(self, now: float) -> list[str]:
+        """The one "operator probably not running" line, once the grace period is over."""
+        if self._warned or self._seen_generation() or now < self.started + self.grace:
+            return []
+        self._warned = True
+        namespace = self.ref.split("/")[0]
+        line = (f"{self.ref}: no status for generation {self.generation} after {self.grace:g} s: "
+                "the SchemaMigration operator is probably not running (or does not watch "
+                f"namespace {namespace}); still waiting")
+        return [line]
+
+    def timed_out(self, timeout: float) -> Outcome:
+        return Outcome(WaitExit.TIMEOUT, f"timed out after {timeout:g} s waiting for {self.ref} "
+                       f"(generation {self.generation}) to be Ready; last seen: "
+                       f"{self.last_seen()}")
+
+    def last_seen(self) -> str:
+        snap = self.last
+        if snap is None:
+            return "nothing since the apply"
+        if snap.observed < self.generation:
+            return (f"no status for generation {self.generation} (observedGeneration "
+                    f"{snap.observed}): is the operator running?")
+        return progress_line(self.ref, snap)
+
+    def _seen_generation(self) -> bool:
+        return self.last is not None and self.last.observed >= self.generation
+
+
+def _shown_part(snap: Snapshot | None) -> tuple[Any, ...] | None:
+    if snap is None:
+        return None
+    return (snap.phase, snap.job, snap.current, snap.target, snap.message)
+
+
+# --- the command ------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-f", "--filename", required=True, metavar="FILE",
+                        help="the SchemaMigration manifest (YAML or JSON); - reads stdin")
+    parser.add_argument("-n", "--namespace", default=None, metavar="NS",
+                        help="namespace (default: the manifest's, else the kubeconfig "
+                        "context's or the service account's)")
+    parser.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                        help=f"give up after this long (default {DEFAULT_TIMEOUT:g})")
+    parser.add_argument("--field-manager", default=DEFAULT_FIELD_MANAGER, metavar="NAME",
+                        help=f"server-side apply field manager (default {DEFAULT_FIELD_MANAGER});"
+                        " its fields are taken over with force")
+    parser.add_argument("--operator-grace", type=_seconds, default=DEFAULT_GRACE,
+                        metavar="SECONDS", help="say the operator is probably not running when "
+                        f"no status appears within this long (default {DEFAULT_GRACE:g})")
+    parser.add_argument("--kubeconfig", default=None, metavar="PATH",
+                        help="kubeconfig file (default: in-cluster service account, else "
+                        "$KUBECONFIG, else ~/.kube/config)")
+    parser.add_argument("--context", default=None, help="kubeconfig context to use")
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}") from None
+    if seconds < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return seconds
+
+
+def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """``umt-migrations apply``: returns the exit code; never raises for expected failures."""
+    out, err = out or sys.stdout, err or sys.stderr
+    try:
+        text, source = read_manifest_text(args.filename)
+        manifest = parse_manifest(text, source)
+    except UsageError as exc:
+        print(f"error: {exc}", file=err, flush=True)
+        return WaitExit.USAGE
+    from . import waiter_api  # lightkube is imported here, and only here
+
+    outcome = waiter_api.apply_and_wait(manifest, waiter_api.Options.from_args(args),
+                                        lambda line: print(line, file=out, flush=True))
+    if outcome.code == WaitExit.READY:
+        print(outcome.line, file=out, flush=True)
+    else:
+        print(f"error: {outcome.line}", file=err, flush=True)
+    return int(outcome.code)
