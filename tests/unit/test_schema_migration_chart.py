@@ -44,7 +44,8 @@ SCENARIOS: dict[str, list[str]] = {
         "--set", "image.tag=2.0.1", "--set", "image.pullPolicy=Always",
         "--set", "alembicConfig=/srv/alembic.ini", "--set", "job.backoffLimit=1",
         "--set", "job.activeDeadlineSeconds=900", "--set", "job.serviceAccountName=migrator",
-        "--set", "job.podLabels.team=shop", "--set", "hook.timeoutSeconds=900",
+        "--set", "job.podLabels.team=shop", "--set", "job.podAnnotations.note=kept",
+        "--set", "hook.timeoutSeconds=900",
         "--set", "hook.weight=5", "--set", "hook.backoffLimit=0",
         "--set", "hook.nodeSelector.pool=system", "--set", "hook.tolerations[0].key=dedicated",
         "--set", "hook.tolerations[0].operator=Exists",
@@ -222,6 +223,8 @@ def test_the_job_runs_the_waiter_on_the_mounted_manifest(rendered: dict[str, Obj
         "targetRevision": "head", "allowDowngrade": False,
         "database": {"urlSecretRef": {"name": "shop-db", "key": "url"}},
         "image": f"ghcr.io/umt/umt-migrations:{APP_VERSION}", "imagePullPolicy": "IfNotPresent",
+        # `helm template` renders revision 1; each upgrade is a new generation
+        "job": {"podAnnotations": {"migrations.umt.dev/helm-revision": "1"}},
     }
 
 
@@ -268,7 +271,8 @@ def test_every_knob_reaches_the_job_and_the_manifest(rendered: dict[str, Objects
         "image": "registry.example/shop:2.0.1", "imagePullPolicy": "Always",
         "alembic": {"config": "/srv/alembic.ini"},
         "job": {"backoffLimit": 1, "activeDeadlineSeconds": 900,
-                "serviceAccountName": "migrator", "podLabels": {"team": "shop"}},
+                "serviceAccountName": "migrator", "podLabels": {"team": "shop"},
+                "podAnnotations": {"note": "kept", "migrations.umt.dev/helm-revision": "1"}},
     }
     job = one(objects, "Job")
     pod = job["spec"]["template"]["spec"]
@@ -304,6 +308,18 @@ def test_resource_mode_renders_the_schema_migration_alone(rendered: dict[str, Ob
     assert custom["metadata"]["annotations"] == {"argocd.argoproj.io/sync-wave": "-5",
                                                  "owner": "shop"}
     assert custom["spec"]["targetRevision"] == "heads"
+
+
+def test_only_a_real_change_reruns_without_rerun_on_upgrade(
+        helm_binary: Path) -> None:  # noqa: F811
+    def job_of(*args: str) -> dict[str, Any] | None:
+        (resource,) = render(helm_binary, "--set", "mode=resource", *args)
+        return resource["spec"].get("job")
+
+    assert job_of() == {"podAnnotations": {"migrations.umt.dev/helm-revision": "1"}}
+    assert job_of("--set", "rerunOnUpgrade=false") is None
+    assert job_of("--set", "rerunOnUpgrade=false", "--set", "job.backoffLimit=3") == {
+        "backoffLimit": 3}
 
 
 def test_both_modes_render_the_same_schema_migration(rendered: dict[str, Objects]) -> None:

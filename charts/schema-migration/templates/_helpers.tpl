@@ -81,7 +81,15 @@ spec:
   alembic:
     config: {{ . }}
   {{- end }}
-  {{- with .Values.job }}
+  {{- $job := deepCopy (.Values.job | default dict) }}
+  {{- if .Values.rerunOnUpgrade }}
+  {{- /* A spec change, so every release is a new generation: the operator runs it (a no-op
+  when the database is already there), and an upgrade after a failed one retries it. */}}
+  {{- $annotations := deepCopy ($job.podAnnotations | default dict) }}
+  {{- $_ := set $annotations "migrations.umt.dev/helm-revision" (toString .Release.Revision) }}
+  {{- $_ := set $job "podAnnotations" $annotations }}
+  {{- end }}
+  {{- with $job }}
   job:
     {{- toYaml . | nindent 4 }}
   {{- end }}
