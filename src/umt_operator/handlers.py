@@ -29,6 +29,7 @@ from umt_operator.metrics import Metrics
 from umt_operator.reconcile import (
     Context,
     job_worth_reconciling,
+    pod_ended,
     reconcile,
     slim_job,
     slim_pod,
@@ -145,16 +146,22 @@ async def job_event(
 
 @kopf.on.event("v1", "pods", labels=MANAGED_BY)
 async def pod_event(
-    labels: kopf.Labels, namespace: str, type: str | None, memo: kopf.Memo,
+    body: kopf.Body, labels: kopf.Labels, namespace: str, type: str | None, memo: kopf.Memo,
     logger: logging.Logger, schema_migrations: kopf.Index[Any, dict[str, Any]],
     migration_jobs: kopf.Index[Any, dict[str, Any]],
     migration_pods: kopf.Index[Any, dict[str, Any]], **_: Any
 ) -> None:
-    """A migration pod changed (scheduled, waiting, running, ended): report it at once."""
+    """A migration pod changed (scheduled, waiting, running, ended): report it at once.
+
+    A pod whose runner has ended changes the Job's counts, so the Job's own event follows with
+    the verdict: that event, not this one, reconciles (one status write, not two).
+    """
     job_name = next((labels[key] for key in JOB_NAME_LABELS if labels.get(key)), None)
+    context: Context = memo["context"]
+    context.pod_seen(namespace, job_name)
     job = _first(migration_jobs.get((namespace, job_name))) if job_name else None
-    if job is None or type == "DELETED":
-        return  # not a Job of ours (yet), or a pod going away: the Job's events cover it
+    if job is None or type == "DELETED" or pod_ended(body):
+        return  # not a Job of ours (yet), a pod going away, or the Job's verdict is coming
     await _reconcile_owner(memo["context"], dict(job), False, logger,
                            schema_migrations, migration_pods)
 

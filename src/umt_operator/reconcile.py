@@ -12,6 +12,7 @@ a newer generation waits for it. The database is never contacted here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -48,6 +49,8 @@ from umt_operator.status import (
 )
 
 FINISHED_PHASES = ("Succeeded", "Failed")
+#: How long a finished Job waits for its pod's last event before reading the pods instead.
+POD_EVENT_GRACE = 1.0
 _FINAL_JOB_CONDITIONS = ("Complete", "Failed", "SuccessCriteriaMet", "FailureTarget")
 
 
@@ -67,6 +70,14 @@ class Context:
     pod_index: Any = None
     #: Pending re-checks (a pod waiting for a node), one per resource.
     rechecks: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)
+    #: Wakes a reconcile waiting for a Job's pod event (see :func:`_pods`), per Job.
+    pod_events: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
+
+    def pod_seen(self, namespace: str, job_name: str | None) -> None:
+        """The pod watch delivered an event for a pod of ``job_name`` (its index is updated)."""
+        event = self.pod_events.pop((namespace, job_name or ""), None)
+        if event is not None:
+            event.set()
 
     def lock(self, namespace: str, name: str) -> asyncio.Lock:
         return self.locks.setdefault((namespace, name), asyncio.Lock())
@@ -175,12 +186,23 @@ async def _pods(ctx: Context, namespace: str, job: Mapping[str, Any]) -> list[di
     if not job.get("status"):
         return []
     name = job["metadata"]["name"]
-    seen = None
-    if ctx.pod_index is not None:
-        seen = [dict(pod) for pod in ctx.pod_index.get((namespace, name), [])]
-    if seen is None or (_job_finished(job) and not any(_ended(pod) for pod in seen)):
+    seen = _indexed_pods(ctx, namespace, name)
+    if seen is not None and _job_finished(job) and not any(pod_ended(pod) for pod in seen):
+        # The Job's verdict came in before its pod's last event (two watches, no order
+        # between them): that event is a moment away; wait for it rather than read.
+        event = ctx.pod_events.setdefault((namespace, name), asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), POD_EVENT_GRACE)
+        seen = _indexed_pods(ctx, namespace, name)
+    if seen is None or (_job_finished(job) and not any(pod_ended(pod) for pod in seen)):
         seen = await ctx.api.list_pods(namespace, name)
     return sorted(seen, key=lambda pod: str(pod["metadata"].get("creationTimestamp") or ""))
+
+
+def _indexed_pods(ctx: Context, namespace: str, name: str) -> list[dict[str, Any]] | None:
+    if ctx.pod_index is None:
+        return None
+    return [dict(pod) for pod in ctx.pod_index.get((namespace, name), [])]
 
 
 def _job_finished(job: Mapping[str, Any]) -> bool:
@@ -190,7 +212,8 @@ def _job_finished(job: Mapping[str, Any]) -> bool:
     )
 
 
-def _ended(pod: Mapping[str, Any]) -> bool:
+def pod_ended(pod: Mapping[str, Any]) -> bool:
+    """The pod's container has terminated (the runner ran and ended, or never started)."""
     return any(
         (c.get("state") or {}).get("terminated")
         for c in (pod.get("status") or {}).get("containerStatuses") or []
