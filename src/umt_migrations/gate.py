@@ -100,8 +100,22 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     except (ProjectError, InvalidURL) as exc:
         print(f"error: {exc}", file=err, flush=True)
         return EXIT_USAGE
+    _quiet_alembic()
     with project.running():
         return _wait(project, args.timeout, args.interval, out, err)
+
+
+def _quiet_alembic() -> None:
+    """Keep Alembic's per-connection INFO lines out of the log of every check: an ``env.py``
+    that configures logging only when nobody did (UMT's does) then finds it done."""
+    import logging
+
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(logging.WARNING)
 
 
 def _wait(project: Project, timeout: float, interval: float, out: TextIO, err: TextIO) -> int:

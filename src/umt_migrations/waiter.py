@@ -100,9 +100,10 @@ def parse_manifest(text: str, source: str = "<manifest>") -> Manifest:
                          f"{API_VERSION} {KIND}")
     meta = body.get("metadata")
     if not isinstance(meta, dict) or not isinstance(meta.get("name"), str) or not meta["name"]:
+        if isinstance(meta, dict) and meta.get("generateName"):
+            raise UsageError(f"{source}: metadata.generateName cannot be applied (apply needs a "
+                             "fixed name); set metadata.name")
         raise UsageError(f"{source} has no metadata.name")
-    if meta.get("generateName"):
-        raise UsageError(f"{source}: metadata.generateName cannot be applied; set metadata.name")
     if not isinstance(body.get("spec"), dict):
         raise UsageError(f"{source} has no spec")
     namespace = meta.get("namespace")
