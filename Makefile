@@ -38,6 +38,14 @@ e2e: install
 manifests:
 	./scripts/render-manifests
 
+## The image (Dockerfile): `docker build` where a daemon answers, else buildah (daemonless, on a
+## local stand-in base when python:3.11-slim cannot be pulled); prints its size. docs/image.md
+IMAGE ?= umt-migrations:dev
+PYTHON_IMAGE ?= python:3.11-slim
+.PHONY: image
+image:
+	IMAGE=$(IMAGE) PYTHON_IMAGE=$(PYTHON_IMAGE) ./scripts/build-image
+
 bench: install
 	$(BIN)/python benchmarks/bench_runner.py
 	$(BIN)/python benchmarks/bench_operator.py
