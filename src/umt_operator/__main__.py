@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 
 import kopf
+from kopf._core.engines.activities import ActivityError  # not exported by kopf
 
 from umt_operator.settings import HEALTH_PATH, Settings, SettingsError
 
@@ -25,13 +26,16 @@ def main() -> int:
     import umt_operator.handlers  # noqa: F401  (registers the handlers)
 
     kopf.configure(verbose=False)
-    kopf.run(
-        standalone=True,
-        clusterwide=settings.cluster_wide,
-        namespaces=list(settings.namespaces),
-        liveness_endpoint=f"http://0.0.0.0:{settings.health_port}{HEALTH_PATH}",
-        memo=kopf.Memo(settings=settings),
-    )
+    try:
+        kopf.run(
+            standalone=True,
+            clusterwide=settings.cluster_wide,
+            namespaces=list(settings.namespaces),
+            liveness_endpoint=f"http://0.0.0.0:{settings.health_port}{HEALTH_PATH}",
+            memo=kopf.Memo(settings=settings),
+        )
+    except ActivityError:  # a startup handler failed for good (no credentials...): logged above
+        return 1
     return 0
 
 

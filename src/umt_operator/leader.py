@@ -188,6 +188,7 @@ class LeaderElection:
         self._on_lost = on_lost
         self._lease: dict[str, Any] | None = None
         self._renewing: asyncio.Task[None] | None = None
+        self._stop_renewing = asyncio.Event()
         self._reported_holder: str | None = None
 
     @property
@@ -229,11 +230,15 @@ class LeaderElection:
         self._renewing = asyncio.create_task(self._renew_forever(), name="lease renewal")
 
     async def release(self) -> None:
-        """Stop renewing and give the Lease up, so a standby takes over at once."""
+        """Stop renewing and give the Lease up, so a standby takes over at once.
+
+        The renewal loop is stopped between two attempts, never cancelled in the middle of a
+        write: a renewal the server accepted but we never heard of would leave us a stale
+        resourceVersion, and the release would then fail with a conflict.
+        """
         if self._renewing is not None:
-            self._renewing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renewing
+            self._stop_renewing.set()
+            await self._renewing
             self._renewing = None
         record = self.candidate.release(micro_time())
         if record is not None and await self._write(record):
@@ -241,17 +246,23 @@ class LeaderElection:
 
     async def _renew_forever(self) -> None:
         """Renew every retry period; give up (and stop acting) after the renew deadline."""
-        while True:
-            await asyncio.sleep(self.timing.retry_period)
+        while not await self._stopping(self.timing.retry_period):
             try:
                 async with asyncio.timeout(self.timing.renew_deadline):
                     while not await self.try_acquire_or_renew():
-                        await asyncio.sleep(self.timing.retry_period)
+                        if await self._stopping(self.timing.retry_period):
+                            return
             except TimeoutError:
                 logger.warning("lost the lease; stopping (lease %s not renewed within %.1f s)",
                                self.description, self.timing.renew_deadline)
                 self._on_lost()
                 return
+
+    async def _stopping(self, delay: float) -> bool:
+        """Wait ``delay`` seconds; True at once when :meth:`release` asks the loop to end."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop_renewing.wait(), delay)
+        return self._stop_renewing.is_set()
 
     async def _write(self, record: LeaseRecord) -> bool:
         """PUT the record with the resourceVersion last read; False on a conflict or error."""

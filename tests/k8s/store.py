@@ -294,9 +294,10 @@ class ObjectStore:
     def _check_rv(rtype: ResourceType, current: Body, requested: str | None) -> None:
         """Optimistic concurrency: a write carrying a resourceVersion other than the stored one
         is refused with 409 Conflict (k8s.io/apiserver/pkg/registry/generic/registry/store.go,
-        Store.Update, `OptimisticLockErrorMsg`; "Concurrency Control and Consistency" in
-        https://github.com/kubernetes/community/blob/master/contributors/devel/sig-architecture/api-conventions.md).
-        Two clients updating from the same read: the first wins, the second gets 409."""
+        Store.Update, `OptimisticLockErrorMsg`), as the API conventions say under "Concurrency
+        Control and Consistency"; two clients updating from the same read: the first wins, the
+        second gets 409. See
+        https://github.com/kubernetes/community/blob/master/contributors/devel/sig-architecture/api-conventions.md"""
         if requested is not None and requested != current["metadata"]["resourceVersion"]:
             name = current["metadata"]["name"]
             raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on '

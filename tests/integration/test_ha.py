@@ -1,0 +1,322 @@
+"""High availability: operator replicas elect one leader through a Lease.
+
+Two ``python -m umt_operator`` processes run against one API emulator, each with its own
+identity (``POD_NAME``) and its own bearer token, so the emulator's request log says who sent
+what, as a real apiserver's audit log would. Jobs run as real ``umt-migrations migrate``
+processes (the fake kubelet) against a real PostgreSQL database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kopf
+import pytest
+import yaml
+
+from tests.conftest import REPO_ROOT
+from tests.integration.test_operator import HEAD, add_migration, add_secret, condition, \
+    db_revision, jobs_of, wait_condition
+from tests.k8s.emulator import LEASES, SCHEMA_MIGRATIONS, Emulator
+from tests.k8s.fixtures import kubelet, kubelet_options, register_repo_crds  # noqa: F401
+from tests.k8s.kubelet import FakeKubelet
+from umt_operator.kube import KubeAPI, KubeError
+from umt_operator.leader import LeaderElection, LeaseRecord, Timing
+
+pytestmark = pytest.mark.integration
+
+NS = "default"
+LEASE = "umt-schema-operator"
+LEASE_SECONDS = 4
+TIMING = Timing.scaled(LEASE_SECONDS)  # renew deadline 2.7 s, retry period 0.53 s
+TIMEOUT = 60
+
+
+@pytest.fixture
+def emulator() -> Iterator[Emulator]:
+    """The emulated cluster, keeping every request (who sent what) and the Lease's history."""
+    with Emulator(request_log_size=100_000) as cluster:
+        register_repo_crds(cluster)
+        cluster.store.object_history_size = 10_000
+        yield cluster
+
+
+@dataclasses.dataclass
+class Replica:
+    """One operator process, as one pod of the Deployment."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    health_port: int
+    log: Path
+
+    def logged(self, text: str) -> bool:
+        return text in self.log.read_text()
+
+    def healthz(self) -> int:
+        url = f"http://127.0.0.1:{self.health_port}/healthz"
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            return int(reply.status)
+
+    def stop(self, sig: signal.Signals) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout=30)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_replica(emulator: Emulator, name: str, tmp_path: Path) -> Replica:
+    kubeconfig = emulator.kubeconfig()
+    kubeconfig["users"][0]["user"] = {"token": name}  # who is who in the request log
+    config_path = tmp_path / f"kubeconfig-{name}"
+    config_path.write_text(yaml.safe_dump(kubeconfig))
+    port = free_port()
+    env = {**os.environ, "KUBECONFIG": str(config_path), "POD_NAME": name,
+           "UMT_OPERATOR_NAMESPACES": NS, "UMT_OPERATOR_HEALTH_PORT": str(port),
+           "UMT_OPERATOR_METRICS_PORT": "0",
+           "UMT_OPERATOR_ALEMBIC_CONFIG": str(REPO_ROOT / "alembic.ini"),
+           "UMT_OPERATOR_LEADER_ELECTION": "true", "UMT_OPERATOR_LEASE_NAMESPACE": NS,
+           "UMT_OPERATOR_LEASE_DURATION_SECONDS": str(LEASE_SECONDS)}
+    log = tmp_path / f"{name}.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "umt_operator"], env=env,
+                                   stdout=out, stderr=subprocess.STDOUT)
+    return Replica(name, process, port, log)
+
+
+@pytest.fixture
+def replicas(emulator: Emulator, tmp_path: Path) -> Iterator[dict[str, Replica]]:
+    started: dict[str, Replica] = {}
+    yield started
+    for replica in started.values():
+        if replica.process.poll() is None:
+            replica.process.kill()
+            replica.process.wait(timeout=30)
+    for replica in started.values():
+        print(f"--- {replica.name} (exit {replica.process.returncode}) ---\n"
+              f"{replica.log.read_text()[-4000:]}")
+
+
+def holder(emulator: Emulator) -> str | None:
+    lease = emulator.get(LEASES, NS, LEASE)
+    return None if lease is None else LeaseRecord.from_lease(lease).holder
+
+
+def wait_leader(emulator: Emulator, name: str, timeout: float = TIMEOUT) -> float:
+    emulator.wait_for(lambda: holder(emulator) == name, timeout, f"{name} holds the Lease")
+    return time.monotonic()
+
+
+def wait_standby(emulator: Emulator, replica: Replica, leader: str) -> None:
+    """The standby has read the Lease and says whom it waits for (re-checked at every write
+    to the cluster: the leader renews every retry period)."""
+    emulator.wait_for(lambda: replica.logged(
+        f"waiting to become leader (lease {NS}/{LEASE} held by {leader})"), TIMEOUT,
+        f"{replica.name} waits for {leader}")
+
+
+def requests_by(emulator: Emulator, token: str) -> list[Any]:
+    return [r for r in list(emulator.server)
+            if r.headers.get("Authorization") == f"Bearer {token}"]
+
+
+def is_lease_request(request: Any) -> bool:
+    return request.resource is not None and request.resource.plural == "leases"
+
+
+def lease_versions(emulator: Emulator) -> list[LeaseRecord]:
+    return [LeaseRecord.from_lease(version) for version in emulator.history(LEASES, NS, LEASE)]
+
+
+def assert_acted_only_once_leader(emulator: Emulator, name: str) -> None:
+    """Every request ``name`` sent before it held the Lease was about the Lease: no watch, no
+    Job, no status, no Event. The last of them is the write that made it the holder (its
+    record is in the Lease's history)."""
+    sent = requests_by(emulator, name)
+    acting = next(i for i, r in enumerate(sent) if not is_lease_request(r))
+    assert acting > 0 and all(is_lease_request(r) for r in sent[:acting])
+    winning = sent[acting - 1]
+    assert str(winning.method).upper().endswith("PUT"), winning
+    record = LeaseRecord.from_lease(winning.data)
+    assert record.holder == name and record in lease_versions(emulator)
+    assert any(r.url.path.endswith("/status") for r in sent[acting:])  # it did act later
+
+
+def test_the_standby_finishes_the_migration_when_the_leader_is_killed(
+        emulator: Emulator, kubelet: FakeKubelet, replicas: dict[str, Replica], pg_url: str,
+        tmp_path: Path) -> None:
+    add_secret(emulator, pg_url)
+    replicas["a"] = start_replica(emulator, "operator-a", tmp_path)
+    wait_leader(emulator, "operator-a")
+    emulator.wait_for(lambda: emulator.watchers(SCHEMA_MIGRATIONS) >= 1)
+    replicas["b"] = start_replica(emulator, "operator-b", tmp_path)
+    wait_standby(emulator, replicas["b"], "operator-a")
+    assert replicas["b"].healthz() == 200  # a standby is alive, not restarted by its probe
+    assert replicas["a"].healthz() == 200  # kopf's own endpoint on the leader
+
+    with kubelet.held("umt-schema-*"):
+        add_migration(emulator)
+        emulator.wait_for(lambda: jobs_of(emulator, "umt-schema"), TIMEOUT)
+        wait_condition(emulator, "umt-schema", "Reconciling")
+        assert emulator.watchers(SCHEMA_MIGRATIONS) == 1  # the standby watches nothing
+        killed = time.monotonic()
+        replicas["a"].process.kill()  # SIGKILL: no release, the Lease must expire
+        led = wait_leader(emulator, "operator-b")
+    obj = wait_condition(emulator, "umt-schema", "Ready", "Succeeded")
+    ready = time.monotonic()
+
+    takeover = led - killed
+    print(f"\ntakeover after SIGKILL: {takeover:.2f} s (lease {LEASE_SECONDS} s, retry "
+          f"{TIMING.retry_period:.2f} s); Ready {ready - killed:.2f} s after the kill")
+    # B waited for the lease to expire on its own clock (counted from when it saw A's last
+    # renewal, at most one renewal period before the kill), then took it at its next try (at
+    # most one jittered retry period, 2.2 retry periods, after; plus as much to see A's last
+    # renewal in the first place).
+    assert TIMING.lease_duration - 2 * TIMING.retry_period <= takeover
+    assert takeover <= TIMING.lease_duration + 2 * 2.2 * TIMING.retry_period + 0.5
+    assert replicas["b"].logged("became leader")
+
+    assert obj["status"]["currentRevision"] == HEAD == db_revision(pg_url)
+    assert obj["status"]["observedGeneration"] == 1
+    assert len(jobs_of(emulator, "umt-schema")) == 1 and kubelet.processes_started == 1
+    assert_acted_only_once_leader(emulator, "operator-b")
+    assert requests_by(emulator, "operator-a")  # A did act while it led
+    assert [v.holder for v in lease_versions(emulator)][-1] == "operator-b"
+    assert emulator.get(LEASES, NS, LEASE)["spec"]["leaseTransitions"] == 1
+
+
+def test_a_drained_leader_releases_the_lease_and_the_standby_leads_at_once(
+        emulator: Emulator, kubelet: FakeKubelet, replicas: dict[str, Replica], pg_url: str,
+        tmp_path: Path) -> None:
+    replicas["a"] = start_replica(emulator, "operator-a", tmp_path)
+    wait_leader(emulator, "operator-a")
+    replicas["b"] = start_replica(emulator, "operator-b", tmp_path)
+    wait_standby(emulator, replicas["b"], "operator-a")
+
+    drained = time.monotonic()
+    replicas["a"].process.send_signal(signal.SIGTERM)
+    led = wait_leader(emulator, "operator-b")
+    takeover = led - drained
+    print(f"\ntakeover after SIGTERM: {takeover:.2f} s (lease {LEASE_SECONDS} s, retry "
+          f"{TIMING.retry_period:.2f} s)")
+    assert replicas["a"].process.wait(timeout=30) == 0
+    assert replicas["a"].logged("released the lease")
+    released = [v for v in lease_versions(emulator) if not v.holder]
+    assert released and released[-1].duration_seconds == 1
+    # faster than any expiry: the standby took the released Lease at its next try
+    assert takeover < TIMING.lease_duration - TIMING.retry_period
+
+    add_secret(emulator, pg_url)
+    add_migration(emulator)
+    wait_condition(emulator, "umt-schema", "Ready", "Succeeded")
+    assert_acted_only_once_leader(emulator, "operator-b")
+
+
+def test_leader_election_does_not_hide_missing_credentials(tmp_path: Path) -> None:
+    """No service account, no kubeconfig: the operator stops at login with its message and
+    waits for no Lease."""
+    env = {key: value for key, value in os.environ.items() if key != "KUBECONFIG"}
+    env.update(HOME=str(tmp_path), UMT_OPERATOR_LEADER_ELECTION="true",
+               UMT_OPERATOR_LEASE_NAMESPACE=NS, UMT_OPERATOR_METRICS_PORT="0",
+               UMT_OPERATOR_HEALTH_PORT=str(free_port()))
+    proc = subprocess.run([sys.executable, "-m", "umt_operator"], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "no Kubernetes credentials" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# --- The election against the emulator, in-process --------------------------------------------
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+async def _api(emulator: Emulator) -> KubeAPI:
+    return KubeAPI(kopf.ConnectionInfo(server=emulator.url))
+
+
+def test_of_many_candidates_racing_for_a_free_lease_exactly_one_wins(emulator: Emulator) -> None:
+    async def race() -> list[bool]:
+        api = await _api(emulator)
+        try:
+            elections = [LeaderElection(api, NS, LEASE, f"candidate-{i}", TIMING)
+                         for i in range(6)]
+            first = await asyncio.gather(*(e.try_acquire_or_renew() for e in elections))
+            # the Lease released by its holder: free for all again
+            winner = elections[first.index(True)]
+            await winner.release()
+            second = await asyncio.gather(*(e.try_acquire_or_renew() for e in elections))
+            return [*first, *second]
+        finally:
+            await api.close()
+
+    outcomes = run(race())
+    assert outcomes[:6].count(True) == 1 and outcomes[6:].count(True) == 1
+    assert emulator.get(LEASES, NS, LEASE)["spec"]["leaseTransitions"] == 1
+
+
+def test_a_stale_or_missing_resource_version_is_refused(emulator: Emulator) -> None:
+    async def writes() -> tuple[int, int]:
+        api = await _api(emulator)
+        try:
+            lease = await api.create_lease(NS, {"metadata": {"name": LEASE},
+                                                "spec": {"holderIdentity": "a"}})
+            await api.replace_lease(NS, LEASE, {**lease, "spec": {"holderIdentity": "b"}})
+            codes = []
+            for body in ({**lease, "spec": {"holderIdentity": "c"}},  # stale version
+                         {"metadata": {"name": LEASE}, "spec": {"holderIdentity": "c"}}):
+                try:
+                    await api.replace_lease(NS, LEASE, body)
+                except KubeError as exc:
+                    codes.append(exc.status)
+            return codes[0], codes[1]
+        finally:
+            await api.close()
+
+    assert run(writes()) == (409, 422)
+    assert holder(emulator) == "b"
+
+
+def test_a_leader_that_cannot_renew_stops_after_the_renew_deadline(emulator: Emulator) -> None:
+    timing = Timing(2, 1.0, 0.2)
+
+    async def scenario() -> float:
+        api = await _api(emulator)
+        lost = asyncio.Event()
+        try:
+            election = LeaderElection(api, NS, LEASE, "leader", timing, on_lost=lost.set)
+            await election.acquire()
+            election.start_renewing()
+            # someone else writes the Lease (e.g. after a network partition)
+            await asyncio.to_thread(emulator.patch, LEASES, NS, LEASE,
+                                    {"spec": {"holderIdentity": "intruder"}})
+            taken = time.monotonic()
+            await asyncio.wait_for(lost.wait(), timeout=10)
+            elapsed = time.monotonic() - taken
+            await election.release()  # not the holder any more: must not write
+            return elapsed
+        finally:
+            await api.close()
+
+    elapsed = run(scenario())
+    # the round that fails may have started up to one retry period before the intrusion
+    assert timing.renew_deadline - timing.retry_period <= elapsed
+    assert elapsed <= timing.renew_deadline + 2 * timing.retry_period + 0.5
+    assert holder(emulator) == "intruder"
