@@ -74,6 +74,16 @@ def test_every_example_is_tested() -> None:
     assert {p.name for p in EXAMPLES.iterdir()} == tested
 
 
+@pytest.mark.unit
+def test_the_gitops_guide_shows_every_example_and_names_only_real_files() -> None:
+    guide = (ROOT / "docs" / "gitops.md").read_text()
+    named = set(re.findall(r"(?:examples|charts|argocd|tests|docs)/[\w./-]*\w", guide))
+    assert {f"examples/{p.name}" for p in EXAMPLES.iterdir()} <= named
+    generated = {"charts/umt/charts"}  # what `helm dependency build` creates, never committed
+    assert generated <= named
+    assert [path for path in sorted(named - generated) if not (ROOT / path).exists()] == []
+
+
 # --- SchemaMigrations ------------------------------------------------------------------------
 
 
