@@ -20,6 +20,7 @@ import yaml
 
 from tests.k8s.fixtures import helm_binary  # noqa: F401  (fixture)
 from tests.unit.test_crd import validate as validate_against_crd
+from umt_migrations.cli import build_parser
 from umt_operator.spec import parse_spec
 
 pytestmark = pytest.mark.unit
@@ -354,3 +355,18 @@ def test_bad_values_are_rejected_readably(helm_binary: Path, args: list[str],  #
     assert result.returncode != 0
     assert "values don't meet the specifications of the schema" in result.stderr
     assert message in result.stderr, result.stderr
+
+
+# --- the command line the Job runs is the waiter's ---------------------------------------------
+
+
+def test_the_job_arguments_are_the_waiters(rendered: dict[str, Objects]) -> None:
+    for name, timeout in (("hook-default", 270.0), ("hook-every-knob", 900.0)):
+        waiter = one(rendered[name], "Job")["spec"]["template"]["spec"]["containers"][0]
+        assert waiter["command"] == ["umt-migrations"]  # the console script of the image
+        parsed = build_parser().parse_args(waiter["args"])
+        assert parsed.command == "apply"
+        assert parsed.filename == "/etc/schema-migration/schemamigration.yaml"
+        assert parsed.namespace == NAMESPACE
+        assert parsed.timeout == timeout
+        assert parsed.field_manager == "schema-migration-hook"

@@ -32,6 +32,7 @@ from tests.unit.test_schema_migration_chart import (
     hook_manifest,
     one,
 )
+from umt_migrations.cli import build_parser
 
 pytestmark = pytest.mark.unit
 
@@ -274,3 +275,11 @@ def test_bad_values_are_rejected_readably(helm_binary: Path, chart: Path,  # noq
     result = helm(helm_binary, chart, "template", *args)
     assert result.returncode != 0
     assert message in result.stderr, result.stderr
+
+
+def test_the_gate_arguments_are_the_gates(rendered: dict[str, Objects]) -> None:
+    gate = container(rendered["hook"], "wait-for-schema")
+    parsed = build_parser().parse_args(gate["args"])
+    assert parsed.command == "wait-for-schema"
+    assert (parsed.timeout, parsed.interval) == (600.0, 2.0)
+    assert {e["name"] for e in gate["env"]} == {"DATABASE_URL"}  # the gate reads no other input
