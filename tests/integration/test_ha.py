@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 import signal
 import socket
@@ -64,10 +65,12 @@ class Replica:
     def logged(self, text: str) -> bool:
         return text in self.log.read_text()
 
-    def healthz(self) -> int:
+    def healthz(self) -> dict[str, Any]:
+        """The liveness endpoint's answer (it must be 200 OK)."""
         url = f"http://127.0.0.1:{self.health_port}/healthz"
         with urllib.request.urlopen(url, timeout=5) as reply:
-            return int(reply.status)
+            assert reply.status == 200
+            return dict(json.loads(reply.read()))
 
     def stop(self, sig: signal.Signals) -> int:
         if self.process.poll() is None:
@@ -167,8 +170,9 @@ def test_the_standby_finishes_the_migration_when_the_leader_is_killed(
     emulator.wait_for(lambda: emulator.watchers(SCHEMA_MIGRATIONS) >= 1)
     replicas["b"] = start_replica(emulator, "operator-b", tmp_path)
     wait_standby(emulator, replicas["b"], "operator-a")
-    assert replicas["b"].healthz() == 200  # a standby is alive, not restarted by its probe
-    assert replicas["a"].healthz() == 200  # kopf's own endpoint on the leader
+    # a standby answers liveness probes (it is not restarted); the leader's is kopf's own
+    assert replicas["b"].healthz() == {"leaderElection": "standby"}
+    assert replicas["a"].healthz() == {"api": True}
 
     with kubelet.held("umt-schema-*"):
         add_migration(emulator)
@@ -191,6 +195,7 @@ def test_the_standby_finishes_the_migration_when_the_leader_is_killed(
     assert TIMING.lease_duration - 2 * TIMING.retry_period <= takeover
     assert takeover <= TIMING.lease_duration + 2 * 2.2 * TIMING.retry_period + 0.5
     assert replicas["b"].logged("became leader")
+    assert replicas["b"].healthz() == {"api": True}  # kopf's took the standby's port over
 
     assert obj["status"]["currentRevision"] == HEAD == db_revision(pg_url)
     assert obj["status"]["observedGeneration"] == 1
