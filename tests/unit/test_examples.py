@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,14 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.k8s.fixtures import emulator, helm_binary, kubectl, kubectl_binary  # noqa: F401
+from tests.integration.test_operator import HEAD, NS, db_revision
+from tests.integration.test_waiter import (  # noqa: F401  (fixtures)
+    database,
+    kubelet_options,
+    operator,
+    waiter_env,
+)
+from tests.k8s.fixtures import *  # noqa: F403  (emulator, kubelet, kubectl, helm_binary...)
 from tests.unit.test_crd import validate as validate_against_crd
 from tests.unit.test_schema_migration_chart import (
     CRD,
@@ -129,6 +137,26 @@ def test_helm_values_render_the_intended_mode(helm_binary: Path, chart: Path,  #
     for obj in objects:
         if (obj["apiVersion"], obj["kind"]) != SMIG:
             kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+
+
+@pytest.mark.integration
+def test_helm_hook_values_migrate_through_the_real_waiter(
+        helm_binary: Path, chart: Path, emulator: Any, operator: Any,  # noqa: F811
+        database: str, tmp_path: Path) -> None:
+    """The hook Job of examples/helm-values-hook.yaml, run as a process: its exact arguments,
+    its mounted manifest, against the emulator with the real operator and PostgreSQL."""
+    objects = render(helm_binary, chart, "-f", str(EXAMPLES / "helm-values-hook.yaml"),
+                     "--namespace", NS)
+    job = next(o for o in objects if o["kind"] == "Job")
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    manifest = tmp_path / "schemamigration.yaml"
+    manifest.write_text(yaml.safe_dump(hook_manifest(objects)))
+    args[args.index("-f") + 1] = str(manifest)  # where the ConfigMap is mounted in the pod
+    result = subprocess.run([sys.executable, "-m", "umt_migrations", *args], text=True,
+                            capture_output=True, env=waiter_env(emulator), timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines()[-1].startswith(f"{NS}/umt-schema is Ready (generation 1)")
+    assert db_revision(database) == HEAD
 
 
 # --- Argo CD ---------------------------------------------------------------------------------
