@@ -232,6 +232,13 @@ def test_a_drained_leader_releases_the_lease_and_the_standby_leads_at_once(
     wait_condition(emulator, "umt-schema", "Ready", "Succeeded")
     assert_acted_only_once_leader(emulator, "operator-b")
 
+    # a drained standby just leaves: it holds nothing to release
+    replicas["c"] = start_replica(emulator, "operator-c", tmp_path)
+    wait_standby(emulator, replicas["c"], "operator-b")
+    assert replicas["c"].stop(signal.SIGTERM) == 0
+    assert holder(emulator) == "operator-b"
+    assert all(is_lease_request(r) for r in requests_by(emulator, "operator-c"))
+
 
 def test_leader_election_does_not_hide_missing_credentials(tmp_path: Path) -> None:
     """No service account, no kubeconfig: the operator stops at login with its message and
