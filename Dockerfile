@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # One image for the UMT database migrations: the `umt-migrations` CLI (also the Job's runner and
 # the Helm hook's waiter), the UMT models and Alembic revisions, and the SchemaMigration operator.
 #

@@ -94,6 +94,14 @@ def test_operator_starts_and_fails_cleanly_without_cluster_credentials(
     assert TRACEBACK not in output
 
 
+def test_the_helm_hook_waiter_and_its_client_are_in_the_image(container: Container) -> None:
+    client = container.run("python", "-c", "import lightkube.core.client")
+    assert client.returncode == 0, client.stderr
+    for command in ("apply", "wait-for-schema"):
+        proc = container.run("umt-migrations", command, "--help")
+        assert proc.returncode == 0, proc.stderr
+
+
 def test_runtime_venv_has_no_build_tools(container: Container) -> None:
     listing = ("import importlib.metadata as m, sys; print(sys.prefix); "
                "print(*sorted({d.metadata['Name'] for d in m.distributions()}), sep='\\n')")
