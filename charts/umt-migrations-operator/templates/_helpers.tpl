@@ -72,7 +72,7 @@ database URL reaches only the Job's pod, through secretKeyRef.
   verbs: [create, get, list, watch]
 - apiGroups: [""]
   resources: [pods]
-  verbs: [list]
+  verbs: [list, watch]
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
