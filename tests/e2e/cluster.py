@@ -89,8 +89,8 @@ def configured_target() -> Target | None:
     return target
 
 
-def run(args: list[str], *, input: str | None = None, check: bool = True,
-        timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run(args: list[str], *, input: str | None = None, check: bool = True, timeout: float = 300,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(args, input=input, capture_output=True, text=True, timeout=timeout,
                             env={**os.environ, **(env or {})})
     if check and result.returncode != 0:
@@ -142,6 +142,12 @@ class Cluster:
     def apply(self, manifest: dict[str, Any], namespace: str | None = None) -> None:
         where = ["-n", namespace] if namespace else []
         self.kubectl(*where, "apply", "-f", "-", input=json.dumps(manifest))
+
+    def create(self, manifest: dict[str, Any], namespace: str | None = None) -> None:
+        """`kubectl create -f -`: for Secrets, which `apply` would copy, values included, into
+        its last-applied-configuration annotation."""
+        where = ["-n", namespace] if namespace else []
+        self.kubectl(*where, "create", "-f", "-", input=json.dumps(manifest))
 
 
 class Databases:
@@ -257,7 +263,7 @@ def kind_target(workdir: Path, kubectl: Path) -> Iterator[Target]:
         env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
         password = secrets.token_hex(12)
         run([str(kubectl), "create", "namespace", "umt-e2e-db"], env=env)
-        run([str(kubectl), "-n", "umt-e2e-db", "apply", "-f", "-"],
+        run([str(kubectl), "-n", "umt-e2e-db", "create", "-f", "-"],
             input=POSTGRES % {"password": password}, env=env)
         run([str(kubectl), "-n", "umt-e2e-db", "rollout", "status", "deploy/postgres",
              "--timeout=300s"], env=env, timeout=330)
