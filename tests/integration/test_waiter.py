@@ -279,3 +279,77 @@ def test_help_documents_the_exit_codes() -> None:
     assert proc.returncode == 0
     for line in ("0  Ready", "2  invalid usage", "3  Stalled", "4  timed out", "5  Kubernetes API"):
         assert line in proc.stdout
+
+
+# --- server-side apply, as the emulator does it (tests/k8s/server_side_apply.py) -----------------
+
+
+def owners(obj: dict[str, Any], *path: str) -> set[str]:
+    """The managers whose managedFields entry holds ``path``."""
+    found = set()
+    for entry in obj["metadata"].get("managedFields") or []:
+        node = entry.get("fieldsV1") or {}
+        for key in path:
+            node = node.get(f"f:{key}")
+            if node is None:
+                break
+        else:
+            found.add(f"{entry['manager']}/{entry['operation']}")
+    return found
+
+
+def test_the_waiter_takes_its_fields_back_and_drops_what_it_no_longer_sends(
+        emulator: Emulator) -> None:
+    assert run_waiter(emulator, manifest(image="registry.example/umt:1.0.0"),
+                      "--timeout", "0")[0] == 4
+    emulator.patch(SCHEMA_MIGRATIONS, NS, NAME, {"spec": {"targetRevision": REVISION_IDS[1]},
+                                                 "metadata": {"labels": {"team": "umt"}}})
+    obj = emulator.get(SCHEMA_MIGRATIONS, NS, NAME)
+    assert owners(obj, "spec", "targetRevision") == {"umt-tests/Update"}
+
+    code, out, err = run_waiter(emulator, manifest(), "--timeout", "0")  # no image any more
+    assert code == 4 and "applied generation 3" in out, out + err
+    obj = emulator.get(SCHEMA_MIGRATIONS, NS, NAME)
+    assert obj["spec"]["targetRevision"] == "head" and "image" not in obj["spec"]
+    assert obj["metadata"]["labels"] == {"team": "umt"}  # another manager's field stays
+    assert owners(obj, "spec", "targetRevision") == {"umt-migrations/Apply"}
+    assert owners(obj, "metadata", "labels", "team") == {"umt-tests/Update"}
+
+
+def test_kubectl_apply_conflicts_with_the_waiter_unless_forced(emulator: Emulator,
+                                                               kubectl: Any) -> None:
+    assert run_waiter(emulator, manifest(), "--timeout", "0")[0] == 4
+    changed = manifest(target=REVISION_IDS[1])
+    args = ("apply", "--server-side", "--validate=false", "-f", "-")
+    refused = kubectl(*args, input=changed, check=False)
+    assert refused.returncode != 0
+    assert 'conflict with "umt-migrations": .spec.targetRevision' in refused.stderr
+    assert emulator.get(SCHEMA_MIGRATIONS, NS, NAME)["spec"]["targetRevision"] == "head"
+
+    kubectl(*args, "--force-conflicts", input=changed)
+    obj = emulator.get(SCHEMA_MIGRATIONS, NS, NAME)
+    assert obj["spec"]["targetRevision"] == REVISION_IDS[1]
+    assert owners(obj, "spec", "targetRevision") == {"kubectl/Apply"}
+    assert owners(obj, "spec", "database", "urlSecretRef", "name") == \
+        {"kubectl/Apply", "umt-migrations/Apply"}  # the same value: shared
+
+    assert run_waiter(emulator, manifest(), "--timeout", "0")[0] == 4  # force: taken back
+    obj = emulator.get(SCHEMA_MIGRATIONS, NS, NAME)
+    assert obj["spec"]["targetRevision"] == "head"
+    assert owners(obj, "spec", "targetRevision") == {"umt-migrations/Apply"}
+
+
+def test_apply_needs_a_field_manager(emulator: Emulator) -> None:
+    import json
+    import urllib.error
+    import urllib.request
+
+    url = (f"{emulator.url}/apis/migrations.umt.dev/v1alpha1/namespaces/{NS}/"
+           f"schemamigrations/{NAME}")
+    request = urllib.request.Request(url, data=manifest().encode(), method="PATCH",
+                                     headers={"Content-Type": "application/apply-patch+yaml"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 422
+    assert "fieldManager: Required value" in json.loads(refused.value.read())["message"]
+    assert emulator.get(SCHEMA_MIGRATIONS, NS, NAME) is None

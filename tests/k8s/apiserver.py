@@ -21,6 +21,7 @@ import attrs
 import kmock
 import yaml
 
+from tests.k8s import server_side_apply
 from tests.k8s.apimachinery import ApiError, not_found, parse_field_selector, \
     parse_label_selector
 from tests.k8s.audit import record_request
@@ -65,6 +66,9 @@ class ApiServer(kmock.KubernetesEmulator):
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         self._trim_logs()
+        # The field manager of this request's writes (tests/k8s/server_side_apply.py).
+        server_side_apply.current_manager.set(server_side_apply.manager_from(
+            request.params.get("fieldManager"), _header(request, "User-Agent")))
         record_request(request)  # who asked for what, in RBAC's words (tests/k8s/audit.py)
         # Fast path: with no user reaction added, a resource request goes straight to the
         # built-in reaction of its action. kmock would test every reaction's criteria in turn
@@ -155,6 +159,9 @@ class ApiServer(kmock.KubernetesEmulator):
         content_type = _header(request, "Content-Type") or "application/merge-patch+json"
         if content_type.startswith("application/apply-patch"):
             return self._server_side_apply(rtype, request)
+        if "force" in request.params:  # meta/v1/validation: ValidatePatchOptions
+            raise ApiError(422, "Invalid", 'PatchOptions.meta.k8s.io "" is invalid: force: '
+                           "Forbidden: may not be specified for non-apply patch")
         return self.store.patch(rtype, request.namespace, request.name, _json_body(request),
                                 content_type=content_type, subresource=request.subresource)
 
@@ -249,14 +256,52 @@ class ApiServer(kmock.KubernetesEmulator):
         return None
 
     def _server_side_apply(self, rtype: ResourceType, request: kmock.Request) -> Payload:
-        """Server-side apply, approximated: create when absent, else a merge patch."""
-        body = yaml.safe_load(request.body or b"{}") or {}
-        if self.store.get(rtype, request.namespace, request.name) is None:
-            body.setdefault("metadata", {})["name"] = request.name
-            return kmock.Response(status=201,
-                                  payload=self.store.create(rtype, request.namespace, body))
-        return self.store.patch(rtype, request.namespace, request.name, body,
-                                subresource=request.subresource)
+        """Server-side apply with field ownership, conflicts and `force`
+        (https://kubernetes.io/docs/reference/using-api/server-side-apply/; the rules and
+        their sources are in tests/k8s/server_side_apply.py). Creates the object when absent."""
+        manager = request.params.get("fieldManager")
+        if not manager:  # meta/v1/validation: ValidatePatchOptions
+            raise ApiError(422, "Invalid", 'PatchOptions.meta.k8s.io "" is invalid: '
+                           "fieldManager: Required value: is required for apply patch")
+        force = request.params.get("force", "false").lower()
+        if force not in ("true", "false"):
+            raise ApiError(400, "BadRequest", f"invalid value for force: {force!r}")
+        try:
+            body = yaml.safe_load(request.body or b"{}") or {}
+        except yaml.YAMLError as exc:
+            raise ApiError(400, "BadRequest", f"error decoding YAML: {exc}") from None
+        if not isinstance(body, dict):
+            raise ApiError(400, "BadRequest", "the body of an apply patch must be an object")
+        if body.get("apiVersion") != rtype.api_version or body.get("kind") != rtype.kind:
+            raise ApiError(400, "BadRequest", f"the API version in the data "
+                           f"({body.get('apiVersion')}) and kind ({body.get('kind')}) do not "
+                           f"match the expected {rtype.api_version} {rtype.kind}")
+        meta = body.get("metadata") or {}
+        if meta.get("name") != request.name:
+            raise ApiError(400, "BadRequest", f"the name of the object ({meta.get('name')}) "
+                           f"does not match the name on the URL ({request.name})")
+        live = self.store.get(rtype, request.namespace, request.name)
+        if live is not None and meta.get("resourceVersion") not in \
+                (None, live["metadata"]["resourceVersion"]):
+            raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on '
+                           f'{rtype.qualified_plural} "{request.name}": the object has been '
+                           "modified; please apply your changes to the latest version and try "
+                           "again", name=request.name)
+        result = server_side_apply.apply(
+            live, body, manager, force=force == "true", subresource=request.subresource,
+            status_subresource=rtype.status_subresource, api_version=rtype.api_version)
+        token = server_side_apply.applying.set(True)
+        try:
+            if live is None:
+                if request.subresource:
+                    raise not_found(rtype.qualified_plural, request.name)
+                result["metadata"]["name"] = request.name
+                return kmock.Response(status=201,
+                                      payload=self.store.create(rtype, request.namespace, result))
+            return self.store.replace(rtype, request.namespace, request.name, result,
+                                      subresource=request.subresource)
+        finally:
+            server_side_apply.applying.reset(token)
 
 
 @attrs.define

@@ -26,6 +26,7 @@ from typing import Any
 
 import kmock
 
+from tests.k8s import server_side_apply
 from tests.k8s.apimachinery import ApiError, apply_patch, merge_patch, not_found, \
     now_rfc3339, random_suffix
 
@@ -165,6 +166,9 @@ class ObjectStore:
             obj["apiVersion"], obj["kind"] = rtype.api_version, rtype.kind
             for hook in self.admission.get(rtype.resource, []):
                 hook(obj, None)
+            if not server_side_apply.applying.get():  # an apply records its own fields
+                server_side_apply.record_update(obj, None, server_side_apply.current_manager.get(),
+                                                None, rtype.status_subresource, rtype.api_version)
             key = (rtype.resource, ns, name)
             self._write(rtype, key, "ADDED", obj, old=None)
             return copy.deepcopy(obj)
@@ -327,6 +331,10 @@ class ObjectStore:
         new["apiVersion"], new["kind"] = rtype.api_version, rtype.kind
         for hook in self.admission.get(rtype.resource, []):
             hook(new, current)
+        if not server_side_apply.applying.get():  # who wrote what (metadata.managedFields)
+            server_side_apply.record_update(new, current, server_side_apply.current_manager.get(),
+                                            subresource, rtype.status_subresource,
+                                            rtype.api_version)
         if new == current:
             return current  # a no-op write: no new resourceVersion, no event
         if _spec_part(new, rtype) != _spec_part(current, rtype):
