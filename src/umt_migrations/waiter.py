@@ -21,7 +21,8 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any, TextIO
 
-GROUP, VERSION, KIND, PLURAL = "migrations.umt.dev", "v1alpha1", "SchemaMigration", "schemamigrations"
+GROUP, VERSION = "migrations.umt.dev", "v1alpha1"
+KIND, PLURAL = "SchemaMigration", "schemamigrations"
 API_VERSION = f"{GROUP}/{VERSION}"
 DEFAULT_FIELD_MANAGER = "umt-migrations"
 DEFAULT_TIMEOUT = 600.0

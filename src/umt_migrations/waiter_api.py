@@ -110,7 +110,8 @@ def _client(options: Options) -> tuple[AsyncClient, str]:
         return client, str(single.cluster.server)
     except (ConfigError, OSError, KeyError, ValueError) as exc:
         raise ApiProblem(f"no usable Kubernetes credentials: {_text(exc)} (in a pod, mount a "
-                         "service account token; elsewhere set KUBECONFIG or --kubeconfig)") from None
+                         "service account token; elsewhere set KUBECONFIG or --kubeconfig)"
+                         ) from None
 
 
 async def _apply(client: AsyncClient, manifest: Manifest, namespace: str, field_manager: str,
