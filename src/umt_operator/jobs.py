@@ -343,6 +343,9 @@ class JobObservation:
     #: Whether a runner container ever ran (running now, or ended after starting): a Job whose
     #: pods never ran one has not touched the database.
     container_ran: bool = False
+    #: The newest pod's runner has ended while the Job has no verdict yet (the Job controller
+    #: is about to record it, or to start another attempt).
+    latest_pod_ended: bool = False
 
     @property
     def finished(self) -> bool:
@@ -447,4 +450,5 @@ def observe_job(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> Jo
         pending_message=(unschedulable or {}).get("message") or (unschedulable or {}).get("reason"),
         unschedulable_since=(unschedulable or {}).get("lastTransitionTime"),
         container_ran=running or _container_ran(pods),
+        latest_pod_ended=bool(pods) and _container_ran(pods[-1:]) and not running,
     )

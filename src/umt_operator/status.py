@@ -230,6 +230,14 @@ def _progress(
             f"{obs.pending_message}"
         )
         return _Outcome("stalled", PENDING, reasons.UNSCHEDULABLE, message, {})
+    if obs.latest_pod_ended and obs.exit_code == 0:
+        message = f"Job {job_name} has migrated the database to {target}; completing"
+        return _Outcome("progressing", RUNNING, reasons.MIGRATING, message, {})
+    if obs.latest_pod_ended:
+        detail = event_message_for_failure(job_name, obs)
+        message = f"Job {job_name}: attempt {max(obs.failed_attempts, 1)} failed ({detail}); " \
+                  "the Job retries or fails"
+        return _Outcome("progressing", RUNNING, reasons.MIGRATING, message, {})
     if not obs.running:
         waiting = f": {obs.pending_message}" if obs.pending_message else ""
         noun = "a node for its pod" if waited is not None else "its pod to start"

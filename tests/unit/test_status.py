@@ -717,3 +717,19 @@ def test_reasons_match_the_runner_vocabulary() -> None:
     constants = {value for name, value in vars(reasons).items() if name.isupper() and
                  isinstance(value, str)}
     assert set(design) <= constants
+
+
+def test_a_run_that_ended_before_the_jobs_verdict_never_steps_back_to_pending() -> None:
+    """The pod ends a moment before the Job controller records it: still Running, not Pending."""
+    done = {"terminated": {"exitCode": 0, "reason": "Completed", "message": report(),
+                           "startedAt": STARTED, "finishedAt": FINISHED}}
+    status = status_of(job(active=0), [pod(done)])
+    assert conditions(status) == progressing("Migrating")
+    assert status["phase"] == "Running"
+    assert status["message"] == f"Job {JOB} has migrated the database to head; completing"
+    lost = {"terminated": {"exitCode": 1, "reason": "Error", "startedAt": STARTED,
+                           "finishedAt": FINISHED, "message": failure_report(
+                               "DatabaseUnavailable", "could not connect to server")}}
+    retrying = status_of(job(failed=1), [pod(lost)])
+    assert retrying["phase"] == "Running" and conditions(retrying) == progressing("Migrating")
+    assert "attempt 1 failed (DatabaseUnavailable: could not connect" in retrying["message"]
