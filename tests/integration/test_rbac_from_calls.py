@@ -255,7 +255,7 @@ def test_each_client_is_told_apart(emulator: Emulator, kubectl: Any) -> None:  #
 
     kubectl("get", "configmaps", "direct", "-o", "name")
     (by_kubectl,) = [c for c in recorded_since(before) if c.resource == "configmaps"]
-    assert by_kubectl.user_agent.startswith("kubectl/") and not by_kubectl.by_operator
+    assert by_kubectl.user_agent.startswith("kubectl") and not by_kubectl.by_operator
     assert (by_kubectl.verb, by_kubectl.name) == ("get", "direct")
 
     before = CALLS.calls()
