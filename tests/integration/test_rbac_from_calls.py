@@ -2,7 +2,7 @@
 
 The API emulator records every call it serves (tests/k8s/audit.py: verb, group, resource, name,
 as the apiserver's authorizer sees them, and who sent it). The calls the operator sent during
-its own scenarios (tests/integration/test_operator.py and the HA tests) are checked against the
+its own scenarios (tests/integration/test_operator.py, the pod-trouble and HA tests) are checked against the
 chart's rules through an RBAC authorizer written after Kubernetes' own: every call must be
 allowed, every rule must be used by some call, and nothing reaches Secrets. The cluster-wide
 ClusterRole and the namespaced Roles (watchNamespaces) are checked separately.
@@ -31,7 +31,9 @@ from tests.k8s.emulator import CONFIGMAPS, Emulator
 from tests.k8s.fixtures import emulator, helm_binary, kubectl, kubectl_binary  # noqa: F401
 
 CHART = REPO_ROOT / "charts" / "umt-migrations-operator"
-SCENARIO_FILES = ("tests/integration/test_operator.py", "tests/integration/test_ha.py")
+SCENARIO_FILES = ("tests/integration/test_operator.py",
+                  "tests/integration/test_operator_pod_trouble.py",
+                  "tests/integration/test_ha.py")
 #: How the scenarios run the operator: in namespace "default", with the Lease of the default
 #: name; the chart is rendered for the same namespace and (fullnameOverride) the same Lease.
 NAMESPACE, LEASE = "default", "umt-schema-operator"
@@ -42,7 +44,9 @@ MAIN_CALLS = {
     ("patch", "migrations.umt.dev", "schemamigrations/status"),
     ("create", "batch", "jobs"),
     ("watch", "batch", "jobs"),
+    ("delete", "batch", "jobs"),
     ("list", "", "pods"),
+    ("watch", "", "pods"),
     ("create", "", "events"),
     ("get", "coordination.k8s.io", "leases"),
     ("update", "coordination.k8s.io", "leases"),

@@ -69,7 +69,7 @@ database URL reaches only the Job's pod, through secretKeyRef.
   verbs: [patch]
 - apiGroups: [batch]
   resources: [jobs]
-  verbs: [create, get, list, watch]
+  verbs: [create, delete, get, list, watch]
 - apiGroups: [""]
   resources: [pods]
   verbs: [list, watch]
