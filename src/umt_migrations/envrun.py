@@ -1,6 +1,6 @@
 """Running a project's own ``env.py``: the only way the runner touches a database's revisions.
 
-Projects' ``env.py`` files differ (FACTS.md, "Alembic projects in the wild"): the URL is always
+Projects' ``env.py`` files differ (as published projects show): the URL is always
 set in the config (some read only that), a connection is offered too (others prefer it), the
 revision is read through ``env.py`` as ``alembic current`` does (version tables get renamed),
 and whatever ``env.py`` leaves open on the offered connection is rolled back afterwards.

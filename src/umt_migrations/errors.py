@@ -25,7 +25,7 @@ MULTIPLE_HEADS = "MultipleHeads"
 MIGRATION_FAILED = "MigrationFailed"
 DATABASE_UNAVAILABLE = "DatabaseUnavailable"
 INVALID_SPEC = "InvalidSpec"
-#: Transient reasons beyond DESIGN.md's condition list: a lock wait that timed out and a run
+#: Transient reasons beyond the condition reasons: a lock wait that timed out and a run
 #: stopped by SIGTERM. Both exit 1, so the Job retries them.
 LOCK_TIMEOUT = "LockTimeout"
 INTERRUPTED = "Interrupted"

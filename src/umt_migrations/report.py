@@ -19,7 +19,7 @@ _ELLIPSIS = "…"
 
 @dataclass
 class Report:
-    """What a ``migrate`` run did. Field names are the contract (DESIGN.md)."""
+    """What a ``migrate`` run did. Field names are the contract (README, "migrate --to REV")."""
 
     ok: bool
     direction: str = "none"  #: upgrade | downgrade | none
