@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .argtypes import seconds
 
 log = logging.getLogger("umt_migrations")
 
@@ -70,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allow moving to an older revision")
     p.add_argument("--report", type=Path, default=None, metavar="FILE",
                    help="JSON report (default: $TERMINATION_MESSAGE_PATH, /dev/termination-log)")
-    p.add_argument("--lock-timeout", type=_seconds, default=300.0, metavar="S",
+    p.add_argument("--lock-timeout", type=seconds, default=300.0, metavar="S",
                    help="seconds to wait for another migration to finish (default 300)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and SQL; change nothing")
     _add_waiter_and_gate(sub, common)
@@ -90,16 +91,6 @@ def _add_waiter_and_gate(sub: Any, common: argparse.ArgumentParser) -> None:
                        epilog=gate.EXIT_CODES_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     gate.add_arguments(p)
-
-
-def _seconds(value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}") from None
-    if seconds < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return seconds
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TextIO
 
+from .argtypes import seconds
+
 if TYPE_CHECKING:
     from alembic.script import ScriptDirectory
 
@@ -73,20 +75,10 @@ def judge(heads: Sequence[str], current: Sequence[str], known: Callable[[str], b
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+    parser.add_argument("--timeout", type=seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                         help=f"give up after this long (default {DEFAULT_TIMEOUT:g})")
-    parser.add_argument("--interval", type=_seconds, default=DEFAULT_INTERVAL, metavar="SECONDS",
+    parser.add_argument("--interval", type=seconds, default=DEFAULT_INTERVAL, metavar="SECONDS",
                         help=f"between two reads of the revision (default {DEFAULT_INTERVAL:g})")
-
-
-def _seconds(value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}") from None
-    if seconds < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return seconds
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:

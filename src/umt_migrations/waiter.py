@@ -21,6 +21,8 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any, TextIO
 
+from .argtypes import seconds
+
 GROUP, VERSION = "migrations.umt.dev", "v1alpha1"
 KIND, PLURAL = "SchemaMigration", "schemamigrations"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -293,28 +295,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-n", "--namespace", default=None, metavar="NS",
                         help="namespace (default: the manifest's, else the kubeconfig "
                         "context's or the service account's)")
-    parser.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+    parser.add_argument("--timeout", type=seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                         help=f"give up after this long (default {DEFAULT_TIMEOUT:g})")
     parser.add_argument("--field-manager", default=DEFAULT_FIELD_MANAGER, metavar="NAME",
                         help=f"server-side apply field manager (default {DEFAULT_FIELD_MANAGER});"
                         " its fields are taken over with force")
-    parser.add_argument("--operator-grace", type=_seconds, default=DEFAULT_GRACE,
+    parser.add_argument("--operator-grace", type=seconds, default=DEFAULT_GRACE,
                         metavar="SECONDS", help="say the operator is probably not running when "
                         f"no status appears within this long (default {DEFAULT_GRACE:g})")
     parser.add_argument("--kubeconfig", default=None, metavar="PATH",
                         help="kubeconfig file (default: in-cluster service account, else "
                         "$KUBECONFIG, else ~/.kube/config)")
     parser.add_argument("--context", default=None, help="kubeconfig context to use")
-
-
-def _seconds(value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}") from None
-    if seconds < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return seconds
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
