@@ -153,10 +153,15 @@ async def reconcile(
         _recheck_when_unschedulable(ctx, body, job, pods, now, logger)
 
 
+#: The Job metadata the pipeline reads (its name, and the owner, image and generation the
+#: operator wrote into its annotations); the pod template and the rest are not kept.
+_JOB_METADATA = ("name", "namespace", "uid", "creationTimestamp", "annotations")
+
+
 def slim_job(job: Mapping[str, Any]) -> dict[str, Any]:
-    """What the operator keeps of a Job: all but the server's field-manager bookkeeping."""
-    meta = {k: v for k, v in dict(job["metadata"]).items() if k != "managedFields"}
-    return {"metadata": meta, "spec": dict(job.get("spec") or {}),
+    """What the operator keeps of a Job: its identity, our annotations and its status."""
+    meta = job["metadata"]
+    return {"metadata": {k: meta[k] for k in _JOB_METADATA if k in meta},
             "status": dict(job.get("status") or {})}
 
 

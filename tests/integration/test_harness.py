@@ -621,3 +621,25 @@ def test_kopf_sees_updates_and_deletes_through_finalizers(
         emulator.wait_for(lambda: emulator.get(SCHEMA_MIGRATIONS, NS, "s1") is None)
 
     assert calls == ["create", ("update", [("spec", "targetRevision")]), "delete"]
+
+
+def test_lists_come_in_pages_from_one_snapshot_like_the_apiserver(
+        emulator: Emulator, k8s_api: Any) -> None:
+    """`limit` / `continue` (API concepts, "Retrieving large results sets in chunks"): pages in
+    etcd key order, from the first page's snapshot; an unknown token is 410 Expired."""
+    for name in ("c", "a", "b"):
+        emulator.create(SECRETS, "default", {"apiVersion": "v1", "kind": "Secret",
+                                             "metadata": {"name": name}, "stringData": {"k": "v"}})
+    core = kubernetes.client.CoreV1Api(k8s_api)
+    first = core.list_namespaced_secret("default", limit=2)
+    assert [s.metadata.name for s in first.items] == ["a", "b"]
+    assert first.metadata.remaining_item_count == 1 and first.metadata._continue
+    emulator.create(SECRETS, "default", {"apiVersion": "v1", "kind": "Secret",
+                                         "metadata": {"name": "d"}, "stringData": {"k": "v"}})
+    rest = core.list_namespaced_secret("default", limit=2, _continue=first.metadata._continue)
+    assert [s.metadata.name for s in rest.items] == ["c"]  # the snapshot: no "d"
+    assert rest.metadata.resource_version == first.metadata.resource_version
+    assert not rest.metadata._continue
+    with pytest.raises(kubernetes.client.ApiException) as expired:
+        core.list_namespaced_secret("default", limit=2, _continue=first.metadata._continue)
+    assert expired.value.status == 410

@@ -11,7 +11,9 @@ fallbacks, so a test can inject API failures; a failing reaction changes no stat
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -48,6 +50,9 @@ class ApiServer(kmock.KubernetesEmulator):
     #: came back (see `drop_watches`).
     open_watches: list[OpenWatch] = attrs.field(factory=list, init=False)
     watch_requests: list[WatchRequest] = attrs.field(factory=list, init=False)
+    #: Pages of chunked lists not served yet, by continue token (see `_continuation`).
+    continuations: dict[str, tuple[list[dict[str, Any]], int]] = \
+        attrs.field(factory=dict, init=False)
     _builtin_count: int = attrs.field(default=0, init=False)
     _by_action: dict[Any, Any] = attrs.field(factory=dict, init=False)
 
@@ -122,17 +127,44 @@ class ApiServer(kmock.KubernetesEmulator):
 
     async def _serve_list(self, request: kmock.Request) -> Payload:
         rtype = self.store.type_of(request.resource)
-        items, rv = self.store.list(rtype, request.namespace)
-        matches = _selection(request)
-        items = [item for item in items if matches(item)]
+        token = request.params.get("continue")
+        if token:
+            items, rv = self._continued(token)
+        else:
+            items, rv = self.store.list(rtype, request.namespace)
+            matches = _selection(request)
+            items = sorted((item for item in items if matches(item)), key=_storage_order)
         if self._table_columns(rtype, request) is not None:
             return render_table(items, self.printer_columns[rtype.resource], rv)
+        metadata: dict[str, Any] = {"resourceVersion": str(rv)}
+        limit = int(request.params.get("limit") or 0)
+        if 0 < limit < len(items):
+            items, rest = items[:limit], items[limit:]
+            metadata["continue"] = self._continuation(rest, rv)
+            metadata["remainingItemCount"] = len(rest)
         return {
             "kind": f"{rtype.kind}List",
             "apiVersion": rtype.api_version,
-            "metadata": {"resourceVersion": str(rv)},
+            "metadata": metadata,
             "items": items,
         }
+
+    def _continuation(self, rest: list[dict[str, Any]], rv: int) -> str:
+        """Paging ("Retrieving large results sets in chunks", API concepts): the next pages come
+        from the same snapshot as the first (the apiserver reads etcd at the list's
+        resourceVersion), so they are kept here under an opaque token."""
+        token = base64.urlsafe_b64encode(os.urandom(12)).decode()
+        self.continuations[token] = (rest, rv)
+        while len(self.continuations) > 100:
+            self.continuations.pop(next(iter(self.continuations)))
+        return token
+
+    def _continued(self, token: str) -> tuple[list[dict[str, Any]], int]:
+        if token not in self.continuations:  # the apiserver's answer to an expired token
+            raise ApiError(410, "Expired", "The provided continue parameter is too old to "
+                           "display a consistent list result. You can start a new list "
+                           "without the continue parameter.")
+        return self.continuations.pop(token)
 
     async def _serve_fetch(self, request: kmock.Request) -> Payload:
         rtype = self.store.type_of(request.resource)
@@ -317,6 +349,12 @@ class WatchRequest:
     rtype: ResourceType
     params: dict[str, str]
     user_agent: str
+
+
+def _storage_order(obj: dict[str, Any]) -> tuple[str, str]:
+    """Lists come in etcd key order: by namespace, then name."""
+    meta = obj.get("metadata") or {}
+    return (meta.get("namespace") or "", meta.get("name") or "")
 
 
 def _is_discovery(request: kmock.Request) -> bool:
