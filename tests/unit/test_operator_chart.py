@@ -16,10 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import kubernetes_validate
 import pytest
 import yaml
 
+from tests import charts
+from tests.charts import Objects, assert_valid, by_kind, one
 from tests.k8s.fixtures import helm_binary  # noqa: F401  (fixture)
 from umt_operator import spec as spec_ranges
 from umt_operator.settings import PREFIX, Settings
@@ -30,7 +31,6 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "umt-migrations-operator"
 RELEASE, NAMESPACE = "umt-migrations-operator", "umt-system"
 CHART_META = yaml.safe_load((CHART / "Chart.yaml").read_text())
-KUBERNETES_VERSION = kubernetes_validate.latest_version()
 
 #: Kinds no Kubernetes release schema covers: custom resources. The CRD itself is validated
 #: (apiextensions.k8s.io/v1); the ServiceMonitor is checked below against the Service it scrapes.
@@ -59,7 +59,6 @@ SCENARIOS: dict[str, list[str]] = {
     "no-leader-election": ["--set", "leaderElection.enabled=false"],
 }
 
-Objects = list[dict[str, Any]]
 
 
 def helm(binary: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -67,19 +66,7 @@ def helm(binary: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def render(binary: Path, *args: str) -> Objects:
-    result = helm(binary, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, *args)
-    assert result.returncode == 0, result.stderr
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
-
-
-def by_kind(objects: Objects, kind: str) -> Objects:
-    return [obj for obj in objects if obj["kind"] == kind]
-
-
-def one(objects: Objects, kind: str) -> dict[str, Any]:
-    found = by_kind(objects, kind)
-    assert len(found) == 1, f"{len(found)} {kind} objects rendered"
-    return found[0]
+    return charts.render(binary, CHART, *args, release=RELEASE, namespace=NAMESPACE)
 
 
 def container(objects: Objects) -> dict[str, Any]:
@@ -133,11 +120,7 @@ def test_every_rendered_object_is_valid_for_a_current_kubernetes(
     for obj in objects:
         if (obj["apiVersion"], obj["kind"]) in NOT_IN_KUBERNETES_SCHEMAS:
             continue
-        try:
-            kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
-        except kubernetes_validate.ValidationError as exc:
-            pytest.fail(f"{name}: {obj['kind']} {obj['metadata']['name']}: {exc.message} "
-                        f"at {list(exc.path)}")
+        assert_valid(name, obj)
         validated += 1
     assert validated >= 6, f"{name}: only {validated} objects validated"
 

@@ -14,10 +14,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import kubernetes_validate
 import pytest
 import yaml
 
+from tests import charts
+from tests.charts import Objects, assert_valid, one
 from tests.k8s.fixtures import helm_binary  # noqa: F401  (fixture)
 from tests.unit.test_crd import validate as validate_against_crd
 from umt_migrations.cli import build_parser
@@ -30,7 +31,6 @@ CHART = ROOT / "charts" / "schema-migration"
 CRD = yaml.safe_load((ROOT / "crds" / "schemamigrations.migrations.umt.dev.yaml").read_text())
 CRD_SCHEMA = CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
 APP_VERSION = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
-KUBERNETES_VERSION = kubernetes_validate.latest_version()
 RELEASE, NAMESPACE = "shop", "shop-prod"
 SMIG = ("migrations.umt.dev/v1alpha1", "SchemaMigration")
 HOOK_KINDS = ["ConfigMap", "Job", "Role", "RoleBinding", "ServiceAccount"]
@@ -58,27 +58,16 @@ SCENARIOS: dict[str, list[str]] = {
                      "--set", "global.image.tag=3.1.0"],
 }
 
-Objects = list[dict[str, Any]]
 
 
 def helm(binary: Path, command: str, *args: str,
          chart: Path = CHART) -> subprocess.CompletedProcess[str]:
     """`helm template RELEASE CHART ...` or `helm lint CHART ...`, in the release namespace."""
-    target = [RELEASE, str(chart)] if command == "template" else [str(chart)]
-    return subprocess.run([str(binary), command, *target, "--namespace", NAMESPACE, *args],
-                          capture_output=True, text=True, timeout=60)
+    return charts.helm(binary, command, chart, *args, release=RELEASE, namespace=NAMESPACE)
 
 
 def render(binary: Path, *args: str, chart: Path = CHART) -> Objects:
-    result = helm(binary, "template", *args, chart=chart)
-    assert result.returncode == 0, result.stderr
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
-
-
-def one(objects: Objects, kind: str) -> dict[str, Any]:
-    found = [obj for obj in objects if obj["kind"] == kind]
-    assert len(found) == 1, f"{len(found)} {kind} objects rendered"
-    return found[0]
+    return charts.render(binary, chart, *args, release=RELEASE, namespace=NAMESPACE)
 
 
 def pod_specs(objects: Objects) -> list[dict[str, Any]]:
@@ -146,11 +135,7 @@ def test_every_object_is_valid(rendered: dict[str, Objects], name: str) -> None:
         if (obj["apiVersion"], obj["kind"]) == SMIG:
             assert_valid_schema_migration(obj)
             continue
-        try:
-            kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
-        except kubernetes_validate.ValidationError as exc:
-            pytest.fail(f"{name}: {obj['kind']} {obj['metadata']['name']}: {exc.message} "
-                        f"at {list(exc.path)}")
+        assert_valid(name, obj)
     if name.startswith("hook"):
         assert_valid_schema_migration(hook_manifest(rendered[name]))
 

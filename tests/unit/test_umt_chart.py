@@ -18,19 +18,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import kubernetes_validate
 import pytest
 import yaml
 
 from tests.k8s.fixtures import helm_binary  # noqa: F401  (fixture)
+from tests import charts
+from tests.charts import Objects, assert_valid, one
 from tests.unit.test_schema_migration_chart import (
     HOOK_KINDS,
-    KUBERNETES_VERSION,
     SMIG,
     assert_restricted,
     assert_valid_schema_migration,
     hook_manifest,
-    one,
 )
 from umt_migrations.cli import build_parser
 
@@ -58,13 +57,10 @@ SCENARIOS: dict[str, list[str]] = {
     "no-gate": ["--set", "gate.enabled=false", "--set", "service.enabled=false"],
 }
 
-Objects = list[dict[str, Any]]
 
 
 def helm(binary: Path, chart: Path, command: str, *args: str) -> subprocess.CompletedProcess[str]:
-    target = [RELEASE, str(chart)] if command == "template" else [str(chart)]
-    return subprocess.run([str(binary), command, *target, "--namespace", NAMESPACE, *args],
-                          capture_output=True, text=True, timeout=60)
+    return charts.helm(binary, command, chart, *args, release=RELEASE, namespace=NAMESPACE)
 
 
 @pytest.fixture(scope="module")
@@ -84,12 +80,8 @@ def chart(helm_binary: Path,  # noqa: F811
 
 @pytest.fixture(scope="module")
 def rendered(helm_binary: Path, chart: Path) -> dict[str, Objects]:  # noqa: F811
-    out = {}
-    for name, args in SCENARIOS.items():
-        result = helm(helm_binary, chart, "template", *args)
-        assert result.returncode == 0, result.stderr
-        out[name] = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
-    return out
+    return {name: charts.render(helm_binary, chart, *args, release=RELEASE, namespace=NAMESPACE)
+            for name, args in SCENARIOS.items()}
 
 
 def pod_of(objects: Objects) -> dict[str, Any]:
@@ -144,11 +136,7 @@ def test_every_object_is_valid_and_every_pod_restricted(rendered: dict[str, Obje
     for obj in rendered[name]:
         if (obj["apiVersion"], obj["kind"]) == SMIG:
             continue
-        try:
-            kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
-        except kubernetes_validate.ValidationError as exc:
-            pytest.fail(f"{name}: {obj['kind']} {obj['metadata']['name']}: {exc.message} "
-                        f"at {list(exc.path)}")
+        assert_valid(name, obj)
         if obj["kind"] in ("Deployment", "Job"):
             assert_restricted(obj["spec"]["template"]["spec"])
     assert_valid_schema_migration(migration(rendered[name]))
