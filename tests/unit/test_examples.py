@@ -20,6 +20,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from tests.charts import KUBERNETES_VERSION
 from tests.integration.test_operator import HEAD, NS, db_revision
 from tests.integration.test_waiter import (  # noqa: F401  (fixtures)
     database,
@@ -32,7 +33,6 @@ from tests.unit.test_crd import validate as validate_against_crd
 from tests.unit.test_schema_migration_chart import (
     CRD,
     CRD_SCHEMA,
-    KUBERNETES_VERSION,
     SMIG,
     hook_manifest,
 )
