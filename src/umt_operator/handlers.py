@@ -21,7 +21,8 @@ from typing import Any
 import kopf
 
 from umt_operator import leader
-from umt_operator.jobs import ANNOTATION_OWNER
+from umt_operator.jobs import ANNOTATION_OWNER, MANAGED_BY, MANAGED_BY_SELECTOR, job_name_of, \
+    pod_ended
 from umt_operator.kube import GROUP, PLURAL, VERSION, KubeAPI
 from umt_operator.login import connect
 from umt_operator.logs import quiet_kopf
@@ -29,7 +30,6 @@ from umt_operator.metrics import Metrics
 from umt_operator.reconcile import (
     Context,
     job_worth_reconciling,
-    pod_ended,
     reconcile,
     slim_job,
     slim_pod,
@@ -37,9 +37,6 @@ from umt_operator.reconcile import (
 )
 from umt_operator.settings import Settings, SettingsError
 
-MANAGED_BY = {"app.kubernetes.io/managed-by": "umt-schema-operator"}
-MANAGED_BY_SELECTOR = "app.kubernetes.io/managed-by=umt-schema-operator"
-JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
 
 
 @kopf.on.startup()
@@ -57,7 +54,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     memo["context"] = Context(api=KubeAPI(info), settings=config, metrics=metrics)
     if config.leader_election:  # a standby waits here: kopf watches nothing before we return
         memo["leadership"] = await leader.lead(memo["context"].api, config)
-    settings.posting.level = logging.WARNING  # Events: our own (kopf.event) plus warnings
+    # Events are posted explicitly (kopf.event, each with its reason); log lines never are.
+    settings.posting.loggers = False
     # The CRD is installed with the operator and namespaces are named: no need to watch
     # CRDs and Namespaces, so no RBAC to read them either.
     settings.scanning.disabled = True
@@ -131,7 +129,7 @@ async def migration_jobs(namespace: str, name: str, body: kopf.Body, **_: Any) -
 async def migration_pods(namespace: str, labels: kopf.Labels, body: kopf.Body,
                    **_: Any) -> dict[Any, Any] | None:
     """The migration Jobs' pods as last seen (their phase, conditions and container states)."""
-    job_name = next((labels[key] for key in JOB_NAME_LABELS if labels.get(key)), None)
+    job_name = job_name_of(labels)
     return {(namespace, job_name): slim_pod(body)} if job_name else None
 
 
@@ -160,7 +158,7 @@ async def pod_event(
     A pod whose runner has ended changes the Job's counts, so the Job's own event follows with
     the verdict: that event, not this one, reconciles (one status write, not two).
     """
-    job_name = next((labels[key] for key in JOB_NAME_LABELS if labels.get(key)), None)
+    job_name = job_name_of(labels)
     context: Context = memo["context"]
     context.pod_seen(namespace, job_name)
     job = _first(migration_jobs.get((namespace, job_name))) if job_name else None

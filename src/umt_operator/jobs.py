@@ -32,6 +32,11 @@ ANNOTATION_GENERATION = f"{GROUP}/generation"
 ANNOTATION_OWNER = f"{GROUP}/owner"
 ANNOTATION_OWNER_UID = f"{GROUP}/owner-uid"
 ANNOTATION_IMAGE = f"{GROUP}/image"
+#: Every Job and pod the operator creates carries it; its watches select on it server-side.
+MANAGED_BY = {"app.kubernetes.io/managed-by": "umt-schema-operator"}
+MANAGED_BY_SELECTOR = ",".join(f"{key}={value}" for key, value in MANAGED_BY.items())
+#: The labels the Job controller puts on a Job's pods, newest name first.
+JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
 
 #: Requests and limits used when the spec sets no ``job.resources``.
 DEFAULT_RESOURCES: dict[str, dict[str, str]] = {
@@ -81,7 +86,7 @@ def job_labels(resource_name: str, generation: int) -> dict[str, str]:
     return {
         "app.kubernetes.io/name": "umt-migrations",
         "app.kubernetes.io/component": "schema-migration",
-        "app.kubernetes.io/managed-by": "umt-schema-operator",
+        **MANAGED_BY,
         "app.kubernetes.io/instance": instance,
         LABEL_RESOURCE: instance,
         LABEL_GENERATION: str(generation),
@@ -376,6 +381,24 @@ def _terminations(pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
                 found.append(state["terminated"])
                 break
     return sorted(found, key=lambda t: str(t.get("finishedAt") or ""))
+
+
+def job_finished(job: Mapping[str, Any]) -> bool:
+    """The Job has its verdict (``Complete``/``Failed`` or the 1.31+ interim conditions)."""
+    return _true_condition(job, _SUCCESS_CONDITIONS + _FAILURE_CONDITIONS) is not None
+
+
+def pod_ended(pod: Mapping[str, Any]) -> bool:
+    """The pod's container has terminated (the runner ran and ended, or never started)."""
+    return any(
+        (c.get("state") or {}).get("terminated")
+        for c in (pod.get("status") or {}).get("containerStatuses") or []
+    )
+
+
+def job_name_of(labels: Mapping[str, str]) -> str | None:
+    """The name of the Job a pod belongs to, from the Job controller's labels."""
+    return next((labels[key] for key in JOB_NAME_LABELS if labels.get(key)), None)
 
 
 def _pod_problem(pods: Sequence[Mapping[str, Any]]) -> PodProblem | None:

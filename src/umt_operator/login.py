@@ -16,7 +16,8 @@ from pathlib import Path
 
 import kopf
 
-SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+from umt_operator.settings import SERVICE_ACCOUNT_DIR
+
 FALLBACK_SERVER = "https://kubernetes.default.svc"
 
 

@@ -32,7 +32,3 @@ def quiet_kopf() -> None:
     if not any(isinstance(f, DemoteRoutine) for f in logger.filters):
         logger.addFilter(DemoteRoutine())
 
-
-#: ``extra=`` for a log line whose news is already posted as a Kubernetes Event with its own
-#: reason (``kopf.event``): kopf would otherwise post it a second time, as reason ``Logging``.
-NOT_POSTED = {"k8s_skip": True}

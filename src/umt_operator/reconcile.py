@@ -27,13 +27,14 @@ from umt_operator.jobs import (
     ANNOTATION_GENERATION,
     ANNOTATION_IMAGE,
     ANNOTATION_OWNER_UID,
+    job_finished,
     observe_job,
+    pod_ended,
     render_job,
     resource_selector,
 )
 from umt_operator.jobs import job_name as generation_job_name
 from umt_operator.kube import KubeAPI
-from umt_operator.logs import NOT_POSTED
 from umt_operator.metrics import Metrics
 from umt_operator.settings import Settings
 from umt_operator.spec import InvalidSpec, MigrationSpec, parse_spec
@@ -51,7 +52,6 @@ from umt_operator.status import (
 FINISHED_PHASES = ("Succeeded", "Failed")
 #: How long a finished Job waits for its pod's last event before reading the pods instead.
 POD_EVENT_GRACE = 1.0
-_FINAL_JOB_CONDITIONS = ("Complete", "Failed", "SuccessCriteriaMet", "FailureTarget")
 
 
 @dataclass
@@ -116,7 +116,7 @@ async def reconcile(
         except InvalidSpec as exc:
             new_status = invalid_spec_status(generation, status, str(exc))
             if await _write(ctx, body, status, new_status, logger):
-                logger.error("invalid spec: %s", exc, extra=NOT_POSTED)
+                logger.error("invalid spec: %s", exc)
                 kopf.event(dict(body), type="Warning", reason=reasons.INVALID_SPEC, message=str(exc))
             return
         job_name = generation_job_name(name, generation)
@@ -150,7 +150,8 @@ async def reconcile(
         if await _write(ctx, body, status, new_status, logger):
             _log_pod_trouble(body, status, new_status, logger)
         _observe_for_metrics(ctx, body, job, pods, status, new_status, logger)
-        _recheck_when_unschedulable(ctx, body, job, pods, now, logger)
+        if new_status["phase"] == "Pending":  # only a pod not yet started can wait for a node
+            _recheck_when_unschedulable(ctx, body, job, pods, now, logger)
 
 
 #: The Job metadata the pipeline reads (its name, and the owner, image and generation the
@@ -192,14 +193,14 @@ async def _pods(ctx: Context, namespace: str, job: Mapping[str, Any]) -> list[di
         return []
     name = job["metadata"]["name"]
     seen = _indexed_pods(ctx, namespace, name)
-    if seen is not None and _job_finished(job) and not any(pod_ended(pod) for pod in seen):
+    if seen is not None and job_finished(job) and not any(pod_ended(pod) for pod in seen):
         # The Job's verdict came in before its pod's last event (two watches, no order
         # between them): that event is a moment away; wait for it rather than read.
         event = ctx.pod_events.setdefault((namespace, name), asyncio.Event())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), POD_EVENT_GRACE)
         seen = _indexed_pods(ctx, namespace, name)
-    if seen is None or (_job_finished(job) and not any(pod_ended(pod) for pod in seen)):
+    if seen is None or (job_finished(job) and not any(pod_ended(pod) for pod in seen)):
         seen = await ctx.api.list_pods(namespace, name)
     return sorted(seen, key=lambda pod: str(pod["metadata"].get("creationTimestamp") or ""))
 
@@ -210,21 +211,6 @@ def _indexed_pods(ctx: Context, namespace: str, name: str) -> list[dict[str, Any
     return [dict(pod) for pod in ctx.pod_index.get((namespace, name), [])]
 
 
-def _job_finished(job: Mapping[str, Any]) -> bool:
-    return any(
-        c.get("type") in _FINAL_JOB_CONDITIONS and c.get("status") == "True"
-        for c in (job.get("status") or {}).get("conditions") or []
-    )
-
-
-def pod_ended(pod: Mapping[str, Any]) -> bool:
-    """The pod's container has terminated (the runner ran and ended, or never started)."""
-    return any(
-        (c.get("state") or {}).get("terminated")
-        for c in (pod.get("status") or {}).get("containerStatuses") or []
-    )
-
-
 def _log_pod_trouble(body: Mapping[str, Any], old: Mapping[str, Any], new: Mapping[str, Any],
                      logger: logging.Logger) -> None:
     """A WARNING and a Warning Event when a pod-level problem is first reported (or changes)."""
@@ -233,7 +219,7 @@ def _log_pod_trouble(body: Mapping[str, Any], old: Mapping[str, Any], new: Mappi
         return
     if old.get("message") != new.get("message"):
         reason, message = str(stalled.get("reason")), str(new.get("message"))
-        logger.warning("%s: %s", reason, message, extra=NOT_POSTED)
+        logger.warning("%s: %s", reason, message)
         kopf.event(dict(body), type="Warning", reason=reason, message=message)
 
 
@@ -350,7 +336,7 @@ async def _create_job(
     if created:
         ctx.metrics.jobs_created.inc()
         message = f"created Job {job_name} to migrate to {spec.target_revision} with {image}"
-        logger.info(message, extra=NOT_POSTED)
+        logger.info(message)
         kopf.event(dict(body), type="Normal", reason=reasons.JOB_CREATED, message=message)
     return job
 
@@ -390,7 +376,7 @@ async def _replaced_if_never_started(
     await ctx.api.delete_job(namespace, name)
     message = (f"deleted Job {name} of an earlier generation: its pod never started ({why}), "
                "so it never touched the database")
-    logger.info(message, extra=NOT_POSTED)
+    logger.info(message)
     kopf.event(dict(body), type="Normal", reason=reasons.JOB_REPLACED, message=message)
     return True
 
@@ -515,12 +501,12 @@ def _observe_for_metrics(
         message = event_message_for_success(report) if report else str(new.get("message"))
         ctx.metrics.run_ended(result="succeeded", direction=direction, reason=reasons.SUCCEEDED,
                               seconds=seconds)
-        logger.info(message, extra=NOT_POSTED)
+        logger.info(message)
         kopf.event(dict(body), type="Normal", reason=reasons.SUCCEEDED, message=message)
     else:
         ready = next((c for c in new.get("conditions", []) if c["type"] == "Stalled"), {})
         reason = ready.get("reason") or reasons.JOB_FAILED
         message = event_message_for_failure(job["metadata"]["name"], observation)
         ctx.metrics.run_ended(result="failed", direction=direction, reason=reason, seconds=seconds)
-        logger.error(message, extra=NOT_POSTED)
+        logger.error(message)
         kopf.event(dict(body), type="Warning", reason=reason, message=message)

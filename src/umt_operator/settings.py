@@ -23,8 +23,9 @@ PREFIX = "UMT_OPERATOR_"
 DEFAULT_IMAGE = "ghcr.io/umt/umt-migrations:0.1.0"
 #: The liveness endpoint's path (kopf's, or the standby's while it waits for the Lease).
 HEALTH_PATH = "/healthz"
-#: Where Kubernetes mounts the pod's own namespace (with the service account token).
-POD_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+#: Where Kubernetes mounts the pod's service account: its token, CA bundle and namespace.
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+POD_NAMESPACE_FILE = SERVICE_ACCOUNT_DIR / "namespace"
 
 
 class SettingsError(ValueError):
