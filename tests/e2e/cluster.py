@@ -258,7 +258,8 @@ def kind_target(workdir: Path, kubectl: Path) -> Iterator[Target]:
          "--wait", "180s"], timeout=600)
     forward: subprocess.Popen[str] | None = None
     try:
-        run(["docker", "build", "-t", image, str(ROOT)], timeout=1800)
+        run([str(ROOT / "scripts" / "build-image"), "--builder", "docker", "--tag", image],
+            timeout=1800)  # as `make image` builds it
         run(["kind", "load", "docker-image", image, "--name", name], timeout=600)
         env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
         password = secrets.token_hex(12)

@@ -46,10 +46,11 @@ class App:
     def __init__(self, operator: Installation, charts: Path, release: str) -> None:
         self.op, self.charts, self.release = operator, charts, release
         self.database, url = operator.databases.create(release.replace("-", "_"))
-        # the Secret `<release>-db` holds the URL; sent on stdin, never on a command line
-        operator.cluster.apply({"apiVersion": "v1", "kind": "Secret",
-                                "metadata": {"name": f"{release}-db"},
-                                "stringData": {"url": url}}, operator.apps)
+        # the Secret `<release>-db` holds the URL; sent on stdin, never on a command line, and
+        # created, not applied (apply would copy the URL into its last-applied annotation)
+        operator.cluster.create({"apiVersion": "v1", "kind": "Secret",
+                                 "metadata": {"name": f"{release}-db"},
+                                 "stringData": {"url": url}}, operator.apps)
         self.password = password_of(url)
         self.installed = False
 
