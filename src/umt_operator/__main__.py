@@ -10,6 +10,7 @@ and a leader that loses its Lease exits with status 1.
 from __future__ import annotations
 
 import sys
+import warnings
 
 import kopf
 from kopf._core.engines.activities import ActivityError  # not exported by kopf
@@ -26,6 +27,10 @@ def main() -> int:
     import umt_operator.handlers  # noqa: F401  (registers the handlers)
 
     kopf.configure(verbose=False)
+    # kopf leaves its authenticator coroutine unawaited when the startup fails for good (no
+    # credentials): the warning would be the last line a user reads, instead of the reason.
+    warnings.filterwarnings("ignore", "coroutine 'authenticator' was never awaited",
+                            RuntimeWarning)
     try:
         kopf.run(
             standalone=True,

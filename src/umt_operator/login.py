@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import kopf
+import yaml
 
 from umt_operator.settings import SERVICE_ACCOUNT_DIR
 
@@ -60,7 +61,13 @@ def connect(settings: kopf.OperatorSettings, logger: logging.Logger) -> kopf.Con
     if info is not None:
         logger.debug("using the pod's service account with %s", info.server)
         return info
-    info = kopf.login_with_kubeconfig(settings=settings, logger=logger)
+    try:
+        info = kopf.login_with_kubeconfig(settings=settings, logger=logger)
+    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as exc:
+        # A missing or broken kubeconfig does not mend itself: say so once and stop.
+        where = os.environ.get("KUBECONFIG") or "~/.kube/config"
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise kopf.PermanentError(f"cannot read the kubeconfig {where}: {detail}") from None
     if info is None:
         raise kopf.PermanentError(
             "no Kubernetes credentials: run in a pod with a service account, or set KUBECONFIG"

@@ -52,3 +52,21 @@ def test_in_cluster_without_dns_needs_no_service_name(tmp_path: Path) -> None:
 def test_outside_a_pod_there_is_no_in_cluster_login(tmp_path: Path) -> None:
     assert in_cluster({"KUBERNETES_SERVICE_HOST": "10.0.0.1", "KUBERNETES_SERVICE_PORT": "443"},
                       tmp_path / "absent") is None
+
+
+@pytest.mark.parametrize("content", [None, "not: [yaml"])
+def test_a_missing_or_broken_kubeconfig_stops_with_its_path(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: str | None) -> None:
+    import logging
+
+    import kopf
+
+    from umt_operator.login import connect
+
+    path = tmp_path / "kubeconfig"
+    if content is not None:
+        path.write_text(content)
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    monkeypatch.setattr("umt_operator.login.in_cluster", lambda: None)
+    with pytest.raises(kopf.PermanentError, match=f"cannot read the kubeconfig {path}: "):
+        connect(kopf.OperatorSettings(), logging.getLogger("test"))
