@@ -142,11 +142,6 @@ class FakeKubelet:
 
         self.emulator.call(drop)
 
-    pause = hold
-
-    def resume(self) -> None:
-        self.release(None)
-
     @contextlib.contextmanager
     def held(self, pattern: str = "*") -> Iterator[None]:
         self.hold(pattern)
