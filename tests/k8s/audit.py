@@ -15,21 +15,23 @@ staging/src/k8s.io/apiserver/pkg/endpoints/request/requestinfo.go):
   for RBAC (rules name subresources that way), except the namespace's own subresources;
 - the deprecated `/watch/...` and `/proxy/...` path prefixes are verbs of their own.
 
-Each distinct call is kept with the client's User-Agent and the pytest test it happened in
-(PYTEST_CURRENT_TEST), so a test can tell the operator's calls (kopf's client and the operator's
-own, see OPERATOR_USER_AGENTS) from the test's own (kubectl, helm, the `kubernetes` client; the
-fake kubelet and the tests' blocking API write to the store directly and never show up here).
+Each distinct call is kept, with how many requests made it, the client's User-Agent and the
+pytest test it happened in (PYTEST_CURRENT_TEST), so a test can tell the operator's calls (kopf's
+client and the operator's own, see OPERATOR_USER_AGENTS) from the test's own (kubectl, helm, the
+`kubernetes` client; the fake kubelet and the tests' blocking API write to the store directly and
+never show up here).
 With UMT_API_CALLS_LOG set, each new distinct call is also appended to that file as a JSON
 line: a pytest run in a subprocess hands its recording over that way.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -126,26 +128,30 @@ def _name_from_field_selector(selector: str) -> str:
 
 
 class CallLog:
-    """The distinct calls of this process, thread-safe (each emulator serves in its own
-    thread), and appended to `$UMT_API_CALLS_LOG` when that is set."""
+    """The distinct calls of this process and how many requests made each, thread-safe (each
+    emulator serves in its own thread); each new call is appended to `$UMT_API_CALLS_LOG` when
+    that is set."""
 
     def __init__(self) -> None:
-        self._calls: set[Call] = set()
+        self._counts: collections.Counter[Call] = collections.Counter()
         self._lock = threading.Lock()
 
     def record(self, call: Call) -> None:
         with self._lock:
-            if call in self._calls:
-                return
-            self._calls.add(call)
+            self._counts[call] += 1
             log_path = os.environ.get(LOG_VARIABLE)
-            if log_path:
+            if log_path and self._counts[call] == 1:
                 with open(log_path, "a", encoding="utf-8") as log:
                     log.write(call.as_json() + "\n")
 
     def calls(self) -> frozenset[Call]:
         with self._lock:
-            return frozenset(self._calls)
+            return frozenset(self._counts)
+
+    def count(self, where: Callable[[Call], bool]) -> int:
+        """How many requests made a call for which `where(call)` holds."""
+        with self._lock:
+            return sum(count for call, count in self._counts.items() if where(call))
 
 
 #: The calls of this pytest process, across every emulator.
