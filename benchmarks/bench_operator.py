@@ -205,12 +205,13 @@ def memory(cluster: Emulator, watched: int) -> tuple[float, float, float]:
         began = time.perf_counter()
         cluster.wait_for(lambda: cluster.watchers(SCHEMA_MIGRATIONS) > 0, timeout=60)
         idle_since, last = time.perf_counter(), -1.0
-        while time.perf_counter() - idle_since < float(os.environ.get("UMT_BENCH_IDLE", "3")):  # CPU time flat for 3 s: all processed
+        idle = float(os.environ.get("UMT_BENCH_IDLE", "3"))  # CPU time flat this long: all done
+        while time.perf_counter() - idle_since < idle:
             cpu = sum(int(x) for x in Path(f"/proc/{operator.pid}/stat").read_text().split()[13:15])
             if cpu != last:
                 last, idle_since = cpu, time.perf_counter()
             time.sleep(0.2)
-        settled = time.perf_counter() - began - 3
+        settled = idle_since - began  # when its CPU time last moved
         rss, peak = rss_mib(operator.pid)
         return rss, peak, settled
     finally:
