@@ -326,6 +326,9 @@ REJECTED = [
      "replicaCount > 1 needs leaderElection.enabled=true", ""),
     (["--set", "extraEnv[0].name=UMT_OPERATOR_JOB_BACKOFF_LIMIT", "--set", "extraEnv[0].value=9"],
      "extraEnv must not set UMT_OPERATOR_JOB_BACKOFF_LIMIT", ""),
+    # a value removed (null, or a key left empty in a values file) is named, not a nil pointer
+    (["--set", "runner.command=null"], "/runner", "missing property 'command'"),
+    (["--set", "metrics=null"], "missing property 'metrics'", ""),
 ]
 
 

@@ -330,9 +330,11 @@ def test_both_modes_render_the_same_schema_migration(rendered: dict[str, Objects
         (["--set", "database.urlSecretRef.name=Bad_Name"], "at '/database/urlSecretRef/name'"),
         (["--set", "hook.deletePolicy=hook-succeded"], "at '/hook/deletePolicy'"),
         (["--set", "image.pullPolicy=Sometimes"], "at '/image/pullPolicy'"),
+        (["--set", "hook=null"], "missing property 'hook'"),
+        (["--set", "resource.syncWave=null"], "at '/resource': missing property 'syncWave'"),
     ],
     ids=["mode", "relative-target", "plus-one", "backoff", "typo", "secret-name",
-         "delete-policy", "pull-policy"],
+         "delete-policy", "pull-policy", "hook-removed", "sync-wave-removed"],
 )
 def test_bad_values_are_rejected_readably(helm_binary: Path, args: list[str],  # noqa: F811
                                           message: str) -> None:

@@ -255,8 +255,12 @@ def test_the_gate_can_be_turned_off(rendered: dict[str, Objects]) -> None:
         (["--set", "global.image.tag="], "at '/global/image/tag'"),
         (["--set", "schema-migration.mode=sync"],
          "schema-migration:\n- at '/mode': value must be one of 'hook', 'resource'"),
+        (["--set", "app.image=null"], "at '/app': missing property 'image'"),
+        (["--set", "schema-migration.hook=null"],
+         "schema-migration:\n- at '': missing property 'hook'"),
     ],
-    ids=["replicas", "gate-timeout", "typo", "empty-tag", "subchart-mode"],
+    ids=["replicas", "gate-timeout", "typo", "empty-tag", "subchart-mode", "app-image-removed",
+         "subchart-hook-removed"],
 )
 def test_bad_values_are_rejected_readably(helm_binary: Path, chart: Path,  # noqa: F811
                                           args: list[str], message: str) -> None:

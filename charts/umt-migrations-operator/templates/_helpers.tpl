@@ -33,7 +33,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   "app.kubernetes.io/component" "operator"
   "app.kubernetes.io/part-of" "umt-migrations"
   "app.kubernetes.io/managed-by" .Release.Service }}
-{{- toYaml (merge (deepCopy .Values.commonLabels) $labels) }}
+{{- toYaml (merge (deepCopy (.Values.commonLabels | default dict)) $labels) }}
 {{- end }}
 
 {{/* The operator image; its tag defaults to the chart's appVersion. */}}
