@@ -27,7 +27,7 @@ from tests.k8s import server_side_apply
 from tests.k8s.apimachinery import ApiError, not_found, parse_field_selector, \
     parse_label_selector
 from tests.k8s.audit import record_request
-from tests.k8s.store import ObjectStore, ResourceType, Subscription, WatchEvent
+from tests.k8s.store import ObjectStore, ResourceType, WatchEvent
 from tests.k8s.tables import render_table, wants_table
 
 Payload = Any
@@ -45,10 +45,8 @@ class ApiServer(kmock.KubernetesEmulator):
     pod_logs: dict[tuple[str, str], str] = attrs.field(factory=dict, init=False)
     printer_columns: dict[kmock.resource, tuple[dict[str, Any], ...]] = \
         attrs.field(factory=dict, init=False)
-    #: The watches open now, and the query of every watch request served (newest last,
-    #: bounded), so tests can end watches the way a real cluster does and see how clients
-    #: came back (see `drop_watches`).
-    open_watches: list[OpenWatch] = attrs.field(factory=list, init=False)
+    #: The query of every watch request served (newest last, bounded), so tests can see how
+    #: clients came back after a dropped watch (`ObjectStore.drop_watches`).
     watch_requests: list[WatchRequest] = attrs.field(factory=list, init=False)
     #: Pages of chunked lists not served yet, by continue token (see `_continuation`).
     continuations: dict[str, tuple[list[dict[str, Any]], int]] = \
@@ -231,12 +229,10 @@ class ApiServer(kmock.KubernetesEmulator):
         yield b""  # send the headers now: the client knows the watch is established
         try:
             initial, subscription = self.store.subscribe(
-                rtype, None if since == "0" else int(since))
+                rtype, None if since == "0" else int(since), dict(request.params))
         except ApiError as exc:
             yield {"type": "ERROR", "object": exc.as_status()}
             return
-        handle = OpenWatch(rtype, dict(request.params), subscription)
-        self.open_watches.append(handle)
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             for event in initial:
@@ -251,33 +247,14 @@ class ApiServer(kmock.KubernetesEmulator):
                 except TimeoutError:
                     return
                 if event is None:  # the server is stopping, or a test drops the watch
-                    if handle.abrupt and request._raw_request is not None \
+                    if subscription.abrupt and request._raw_request is not None \
                             and request._raw_request.transport is not None:
                         request._raw_request.transport.abort()  # no final chunk: a broken link
                     return
                 if (shown := _as_seen(event, matches, columns)) is not None:
                     yield shown
         finally:
-            self.open_watches.remove(handle)
             self.store.unsubscribe(subscription)
-
-    def drop_watches(self, rtype: ResourceType, *, abrupt: bool = False,
-                     where: Callable[[dict[str, str]], bool] = lambda params: True) -> int:
-        """End the open watches of `rtype` whose query matches `where`; return how many.
-
-        Real clusters end watches all the time: the apiserver closes each one cleanly after
-        `timeoutSeconds` or its own `--min-request-timeout` (1800 s by default, randomised) and
-        when it restarts (kube-apiserver reference, "--min-request-timeout"); load balancers
-        and broken links cut them without a final chunk (`abrupt`). Clients must watch again
-        from the last resourceVersion they saw (API concepts, "Efficient detection of
-        changes": https://kubernetes.io/docs/reference/using-api/api-concepts/).
-        """
-        dropped = [watch for watch in self.open_watches
-                   if watch.rtype == rtype and where(watch.params)]
-        for watch in dropped:
-            watch.abrupt = abrupt
-            watch.subscription.queue.put_nowait(None)
-        return len(dropped)
 
     def _table_columns(self, rtype: ResourceType,
                        request: kmock.Request) -> tuple[dict[str, Any], ...] | None:
@@ -334,14 +311,6 @@ class ApiServer(kmock.KubernetesEmulator):
                                       subresource=request.subresource)
         finally:
             server_side_apply.applying.reset(token)
-
-
-@attrs.define
-class OpenWatch:
-    rtype: ResourceType
-    params: dict[str, str]
-    subscription: Subscription
-    abrupt: bool = False
 
 
 @attrs.frozen

@@ -304,14 +304,15 @@ class Emulator:
             self.store.notify()
 
     def watchers(self, resource: ResourceRef) -> int:
-        """How many watches of `resource` are open (e.g. "kubectl -w is listening now")."""
+        """How many clients watch `resource` (e.g. "kubectl -w is listening now"); the fake
+        kubelet's and Job controller's own watches do not count."""
         return self.store.watchers(self.rtype(resource))
 
     def drop_watches(self, resource: ResourceRef, *, abrupt: bool = False,
                      where: Callable[[dict[str, str]], bool] = lambda params: True) -> int:
-        """End open watches of `resource` (cleanly, or `abrupt`ly as a broken connection
-        would) whose query parameters match `where`; see `ApiServer.drop_watches`."""
-        return self.call(self.server.drop_watches, self.rtype(resource), abrupt=abrupt,
+        """End clients' watches of `resource` (cleanly, or `abrupt`ly as a broken connection
+        would) whose query parameters match `where`; see `ObjectStore.drop_watches`."""
+        return self.call(self.store.drop_watches, self.rtype(resource), abrupt=abrupt,
                          where=where)
 
     def watch_requests(self, resource: ResourceRef) -> list[dict[str, str]]:

@@ -77,8 +77,14 @@ class WatchEvent:
 
 @dataclasses.dataclass(eq=False)
 class Subscription:
+    """An open watch: its events arrive on `queue`; None ends it."""
+
     rtype: ResourceType
     queue: asyncio.Queue[WatchEvent | None]
+    #: The query of the client's watch request; None for the stand-ins' own watches.
+    params: dict[str, str] | None = None
+    #: Ended as a broken connection ends it, without a final chunk (see `drop_watches`).
+    abrupt: bool = False
 
 
 class ObjectStore:
@@ -225,12 +231,13 @@ class ObjectStore:
 
     # --- Watching (the emulator's event loop only) -------------------------------------------
 
-    def subscribe(self, rtype: ResourceType, since: int | None) -> tuple[list[WatchEvent],
-                                                                      Subscription]:
+    def subscribe(self, rtype: ResourceType, since: int | None,
+                  params: dict[str, str] | None = None) -> tuple[list[WatchEvent], Subscription]:
         """Atomically: the events to send first, and a queue of everything that follows.
 
         Without `since`, the first events are synthetic ADDED events for every live object, as
-        the apiserver does; with it, they are the recorded events newer than `since`.
+        the apiserver does; with it, they are the recorded events newer than `since`. `params`
+        is the query of a client's watch request (None for the stand-ins' own watches).
         """
         with self.lock:
             if since is None:
@@ -241,7 +248,7 @@ class ObjectStore:
                                f"({self._expired_rv[rtype.resource]})")
             else:
                 initial = [event for event in self._history[rtype.resource] if event.rv > since]
-            subscription = Subscription(rtype, asyncio.Queue())
+            subscription = Subscription(rtype, asyncio.Queue(), params)
             self._subscriptions[rtype.resource].add(subscription)
             self.notify()
             return initial, subscription
@@ -261,9 +268,28 @@ class ObjectStore:
             self._expired_rv[rtype.resource] = self.resource_version
 
     def watchers(self, rtype: ResourceType) -> int:
-        """How many watches of this resource are open right now."""
+        """How many clients watch this resource right now."""
         with self.lock:
-            return len(self._subscriptions[rtype.resource])
+            return sum(sub.params is not None for sub in self._subscriptions[rtype.resource])
+
+    def drop_watches(self, rtype: ResourceType, *, abrupt: bool = False,
+                     where: Callable[[dict[str, str]], bool] = lambda params: True) -> int:
+        """End the clients' watches of `rtype` whose query matches `where`; return how many.
+
+        Real clusters end watches all the time: the apiserver closes each one cleanly after
+        `timeoutSeconds` or its own `--min-request-timeout` (1800 s by default, randomised) and
+        when it restarts (kube-apiserver reference, "--min-request-timeout"); load balancers
+        and broken links cut them without a final chunk (`abrupt`). Clients must watch again
+        from the last resourceVersion they saw (API concepts, "Efficient detection of
+        changes": https://kubernetes.io/docs/reference/using-api/api-concepts/).
+        """
+        with self.lock:
+            dropped = [sub for sub in self._subscriptions[rtype.resource]
+                       if sub.params is not None and where(sub.params)]
+            for subscription in dropped:
+                subscription.abrupt = abrupt
+                subscription.queue.put_nowait(None)
+            return len(dropped)
 
     def close_watches(self) -> None:
         """End every open watch (the server is about to stop)."""
