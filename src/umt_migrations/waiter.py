@@ -74,14 +74,15 @@ class Manifest:
         return body
 
 
-def read_manifest_text(path: str, stdin: TextIO = sys.stdin) -> tuple[str, str]:
+def read_manifest_text(path: str) -> tuple[str, str]:
     """The manifest's text and a name for messages; ``-`` reads standard input."""
-    if path == "-":
-        return stdin.read(), "<stdin>"
+    source = "<stdin>" if path == "-" else path
     try:
-        return Path(path).read_text(), path
+        return (sys.stdin.read() if path == "-" else Path(path).read_text("utf-8")), source
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{source} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
 
 
 def parse_manifest(text: str, source: str = "<manifest>") -> Manifest:

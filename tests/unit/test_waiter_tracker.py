@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from umt_migrations.waiter import (
     WaitExit,
     choose_namespace,
     parse_manifest,
+    read_manifest_text,
     read_status,
 )
 
@@ -116,6 +118,17 @@ def test_manifest_is_read_and_its_namespace_honoured() -> None:
 def test_bad_manifests_are_usage_errors(text: str, message: str) -> None:
     with pytest.raises(UsageError, match=message):
         parse_manifest(text)
+
+
+def test_unreadable_manifests_are_usage_errors(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="cannot read .*: No such file or directory"):
+        read_manifest_text(str(tmp_path / "missing.yaml"))
+    with pytest.raises(UsageError, match="cannot read .*: Is a directory"):
+        read_manifest_text(str(tmp_path))
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes(GOOD.replace("umt-schema", "sch\xe9ma").encode("latin-1"))
+    with pytest.raises(UsageError, match=r"latin1.yaml is not UTF-8 text \(byte \d+"):
+        read_manifest_text(str(latin1))
 
 
 def test_the_cli_imports_no_kubernetes_client() -> None:
