@@ -20,7 +20,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.charts import KUBERNETES_VERSION
+from tests import charts
+from tests.charts import KUBERNETES_VERSION, Objects
 from tests.integration.test_operator import HEAD, NS, db_revision
 from tests.integration.test_waiter import (  # noqa: F401  (fixtures)
     database,
@@ -49,18 +50,13 @@ ARGOCD_APPLICATIONS = {"argocd-application-sync-wave.yaml": "resource",
                        "argocd-application-presync.yaml": "hook"}
 OTHERS = ["argocd-cm-health.yaml", "flux-kustomization.yaml", "flux-helmrelease.yaml"]
 
-Objects = list[dict[str, Any]]
-
 
 def load(name: str) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all((EXAMPLES / name).read_text()) if doc]
 
 
 def render(binary: Path, chart_dir: Path, *args: str) -> Objects:
-    result = subprocess.run([str(binary), "template", "umt", str(chart_dir), "--namespace", "umt",
-                             *args], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    return charts.render(binary, chart_dir, *args, release="umt", namespace="umt")
 
 
 def render_values(binary: Path, chart_dir: Path, values: dict[str, Any],
@@ -126,8 +122,8 @@ def test_schema_migration_applies_with_kubectl(name: str, kubectl: Any) -> None:
 @pytest.mark.parametrize("name", sorted(HELM_VALUES))
 def test_helm_values_render_the_intended_mode(helm_binary: Path, chart: Path,  # noqa: F811
                                               name: str) -> None:
-    lint = subprocess.run([str(helm_binary), "lint", "--strict", str(chart), "-f",
-                           str(EXAMPLES / name)], capture_output=True, text=True, timeout=60)
+    lint = charts.helm(helm_binary, "lint", chart, "--strict", "-f", str(EXAMPLES / name),
+                       release="umt", namespace="umt")
     assert lint.returncode == 0, lint.stdout + lint.stderr
     objects = render(helm_binary, chart, "-f", str(EXAMPLES / name))
     mode, migration = the_migration(objects)
