@@ -61,8 +61,9 @@ SCENARIOS: dict[str, list[str]] = {
 
 
 
-def helm(binary: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=60)
+def helm(binary: Path, command: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`helm template RELEASE CHART ...` or `helm lint CHART ...`, in the release namespace."""
+    return charts.helm(binary, command, CHART, *args, release=RELEASE, namespace=NAMESPACE)
 
 
 def render(binary: Path, *args: str) -> Objects:
@@ -107,8 +108,7 @@ def rendered(helm_binary: Path) -> dict[str, Objects]:  # noqa: F811
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_helm_lint_strict(helm_binary: Path, name: str) -> None:  # noqa: F811
-    result = helm(helm_binary, "lint", "--strict", str(CHART), "--namespace", NAMESPACE,
-                  *SCENARIOS[name])
+    result = helm(helm_binary, "lint", "--strict", *SCENARIOS[name])
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 chart(s) failed" in result.stdout
 
@@ -335,7 +335,7 @@ REJECTED = [
 @pytest.mark.parametrize(("args", "where", "what"), REJECTED, ids=[r[1] for r in REJECTED])
 def test_bad_values_are_rejected_with_a_readable_message(
         helm_binary: Path, args: Sequence[str], where: str, what: str) -> None:  # noqa: F811
-    result = helm(helm_binary, "template", RELEASE, str(CHART), *args)
+    result = helm(helm_binary, "template", *args)
     assert result.returncode != 0 and result.stdout == ""
     assert where in result.stderr and what in result.stderr, result.stderr
     assert "panic" not in result.stderr.lower()
@@ -437,8 +437,9 @@ def test_the_rendered_crd_is_the_source_plus_labels_and_keep(
 
 
 def test_notes_tell_the_next_command(helm_binary: Path) -> None:  # noqa: F811
-    result = helm(helm_binary, "install", RELEASE, str(CHART), "--namespace", NAMESPACE,
-                  "--dry-run=client")
+    result = subprocess.run([str(helm_binary), "install", RELEASE, str(CHART), "--namespace",
+                             NAMESPACE, "--dry-run=client"], capture_output=True, text=True,
+                            timeout=60)
     assert result.returncode == 0, result.stderr
     notes = result.stdout.split("NOTES:", 1)[1]
     assert f"kubectl -n {NAMESPACE} rollout status deployment/{RELEASE}" in notes
