@@ -392,6 +392,32 @@ def test_stale_resource_version_is_a_conflict(emulator: Emulator, k8s_api: Any) 
     assert error.value.status == 409
 
 
+def test_stale_resource_version_in_an_apply_is_a_conflict(
+        emulator: Emulator, k8s_api: Any) -> None:
+    """A resourceVersion in an applied object is a precondition, as in any patch (the patched
+    object carries it to the update: kubernetes/kubernetes#63104); `force` overrides field
+    ownership, never the precondition."""
+    created = emulator.create(SCHEMA_MIGRATIONS, NS, smig("s1"))
+    emulator.patch(SCHEMA_MIGRATIONS, NS, "s1", {"spec": {"targetRevision": "abc"}})
+    custom = kubernetes.client.CustomObjectsApi(k8s_api)
+
+    def apply(resource_version: str) -> dict[str, Any]:
+        body = smig("s1", target="def")
+        body["metadata"]["resourceVersion"] = resource_version
+        return custom.patch_namespaced_custom_object(
+            "migrations.umt.dev", "v1alpha1", NS, "schemamigrations", "s1", body,
+            field_manager="umt-harness", force=True,
+            _content_type="application/apply-patch+yaml")
+
+    with pytest.raises(kubernetes.client.ApiException) as error:
+        apply(created["metadata"]["resourceVersion"])
+    assert error.value.status == 409
+    assert "the object has been modified" in json.loads(error.value.body)["message"]
+    current = emulator.get(SCHEMA_MIGRATIONS, NS, "s1")
+    assert current is not None and current["spec"]["targetRevision"] == "abc"
+    assert apply(current["metadata"]["resourceVersion"])["spec"]["targetRevision"] == "def"
+
+
 def test_injected_api_failures_change_nothing(emulator: Emulator, k8s_api: Any) -> None:
     emulator.create(SCHEMA_MIGRATIONS, NS, smig("s1"))
     failing = emulator.server[kmock.method.PATCH, kmock.resource(SCHEMA_MIGRATIONS)] << 500

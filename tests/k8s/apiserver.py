@@ -290,15 +290,13 @@ class ApiServer(kmock.KubernetesEmulator):
             raise ApiError(400, "BadRequest", f"the name of the object ({meta.get('name')}) "
                            f"does not match the name on the URL ({request.name})")
         live = self.store.get(rtype, request.namespace, request.name)
-        if live is not None and meta.get("resourceVersion") not in \
-                (None, live["metadata"]["resourceVersion"]):
-            raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on '
-                           f'{rtype.qualified_plural} "{request.name}": the object has been '
-                           "modified; please apply your changes to the latest version and try "
-                           "again", name=request.name)
         result = server_side_apply.apply(
             live, body, manager, force=force == "true", subresource=request.subresource,
             status_subresource=rtype.status_subresource, api_version=rtype.api_version)
+        if live is not None and meta.get("resourceVersion"):
+            # A precondition, as in any patch: the patched object carries it to the update,
+            # which refuses a stale one (409; kubernetes/kubernetes#63104).
+            result["metadata"]["resourceVersion"] = meta["resourceVersion"]
         token = server_side_apply.applying.set(True)
         try:
             if live is None:
