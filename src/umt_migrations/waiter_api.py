@@ -108,10 +108,15 @@ def _client(options: Options) -> tuple[AsyncClient, str]:
         single = config.get(context_name=options.context)
         client = AsyncClient(single, timeout=httpx.Timeout(REQUEST_TIMEOUT))
         return client, str(single.cluster.server)
-    except (ConfigError, OSError, KeyError, ValueError) as exc:
-        raise ApiProblem(f"no usable Kubernetes credentials: {_text(exc)} (in a pod, mount a "
-                         "service account token; elsewhere set KUBECONFIG or --kubeconfig)"
-                         ) from None
+    except Exception as exc:  # only the kubeconfig is read here: bad YAML, wrong shapes, files
+        raise ApiProblem(_no_credentials(exc)) from None
+
+
+def _no_credentials(exc: BaseException) -> str:
+    """Credentials lightkube cannot use: read from the kubeconfig, or obtained per request
+    (an exec plugin that fails or is missing, a token file gone)."""
+    return (f"no usable Kubernetes credentials: {_text(exc)} (in a pod, mount a service "
+            "account token; elsewhere set KUBECONFIG or --kubeconfig)")
 
 
 async def _apply(client: AsyncClient, manifest: Manifest, namespace: str, field_manager: str,
@@ -122,6 +127,8 @@ async def _apply(client: AsyncClient, manifest: Manifest, namespace: str, field_
                                     force=True)
     except ApiError as exc:
         raise ApiProblem(f"cannot apply {KIND} {ref}: {_api_error(exc)}") from None
+    except (ConfigError, OSError) as exc:  # the exec plugin or token file of the credentials
+        raise ApiProblem(_no_credentials(exc)) from None
     except httpx.HTTPStatusError as exc:  # no Status lightkube could read (a proxy's page)
         raise ApiProblem(f"cannot apply {KIND} {ref}: {_http_error(exc, server)}") from None
     except httpx.HTTPError as exc:
@@ -219,6 +226,12 @@ class _Follower:
             await asyncio.gather(task, return_exceptions=True)
 
     async def _follow(self, version: str | None) -> None:
+        try:
+            await self._watch_from(version)
+        except (ConfigError, OSError) as exc:  # credentials renewed on a 401 (exec, token file)
+            await self.queue.put(_Fatal(_no_credentials(exc)))
+
+    async def _watch_from(self, version: str | None) -> None:
         failures = 0
         while True:
             try:

@@ -6,6 +6,7 @@ against a real PostgreSQL database.
 from __future__ import annotations
 
 import itertools
+import os
 import subprocess
 import sys
 import tempfile
@@ -251,6 +252,37 @@ def test_api_errors_exit_5_in_one_line(emulator: Emulator, tmp_path: Any) -> Non
                           input=manifest(), capture_output=True, text=True, env=env, timeout=60,
                           check=False)
     assert proc.returncode == 5 and "no usable Kubernetes credentials" in proc.stderr
+
+
+def kubeconfig_with_user(user: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Config", "current-context": "c",
+            "clusters": [{"name": "c", "cluster": {"server": "http://127.0.0.1:9"}}],
+            "users": [{"name": "u", "user": user}],
+            "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}
+
+
+def exec_user(command: str) -> dict[str, Any]:
+    return {"exec": {"apiVersion": "client.authentication.k8s.io/v1beta1", "command": command}}
+
+
+@pytest.mark.parametrize("kubeconfig, message", [
+    ("clusters: [\n", "ParserError"),  # not YAML
+    ("clusters: 5\n", "TypeError"),  # YAML of the wrong shape
+    (yaml.safe_dump(kubeconfig_with_user(exec_user("/nonexistent/get-token"))),
+     "FileNotFoundError"),  # the exec plugin is not installed
+    (yaml.safe_dump(kubeconfig_with_user(exec_user("false"))), "Exec false returned 1"),
+])
+def test_unusable_credentials_exit_5_in_one_line(tmp_path: Any, kubeconfig: str,
+                                                 message: str) -> None:
+    path = tmp_path / "kubeconfig"
+    path.write_text(kubeconfig)
+    env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "UMT_MIGRATIONS_DEBUG")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "umt_migrations", "apply", "-f", "-", "--kubeconfig", str(path)],
+        input=manifest(), capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert proc.returncode == 5, proc.stderr
+    assert proc.stderr.startswith("error: no usable Kubernetes credentials: ")
+    assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("body, message", [
