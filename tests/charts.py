@@ -3,6 +3,7 @@ validating each object offline against the schemas of a current Kubernetes relea
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+ROOT = Path(__file__).resolve().parents[1]
 Objects = list[dict[str, Any]]
 #: The newest Kubernetes release whose schemas kubernetes-validate ships.
 KUBERNETES_VERSION = kubernetes_validate.latest_version()
@@ -22,6 +24,18 @@ def helm(binary: Path, command: str, chart: Path, *args: str, release: str,
     target = [release, str(chart)] if command == "template" else [str(chart)]
     return subprocess.run([str(binary), command, *target, "--namespace", namespace, *args],
                           capture_output=True, text=True, timeout=60)
+
+
+def umt_chart(binary: Path, work: Path) -> Path:
+    """charts/umt with its dependency (charts/schema-migration) built, in a copy under `work`:
+    nothing `helm dependency build` generates lands in the tree."""
+    for name in ("umt", "schema-migration"):
+        shutil.copytree(ROOT / "charts" / name, work / name,
+                        ignore=shutil.ignore_patterns("charts", "Chart.lock"))
+    built = subprocess.run([str(binary), "dependency", "build", str(work / "umt")],
+                           capture_output=True, text=True, timeout=60)
+    assert built.returncode == 0, built.stdout + built.stderr
+    return work / "umt"
 
 
 def render(binary: Path, chart: Path, *args: str, release: str, namespace: str) -> Objects:

@@ -13,7 +13,6 @@ pod they render. Uses the real `helm` (4.x) and `kubectl`.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ import sqlalchemy as sa
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
+from tests import charts as tests_charts
 from tests.e2e.cluster import ROOT, skip_reason
 from tests.e2e.conftest import Installation
 from umt_migrations.urls import password_of
@@ -103,14 +103,9 @@ class App:
 
 
 @pytest.fixture(scope="module")
-def charts(operator: Installation, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def charts(helm_binary: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of charts/umt and charts/schema-migration with the dependency built."""
-    copy = tmp_path_factory.mktemp("charts")
-    for name in ("umt", "schema-migration"):
-        shutil.copytree(ROOT / "charts" / name, copy / name,
-                        ignore=shutil.ignore_patterns("charts", "Chart.lock"))
-    operator.cluster.helm("dependency", "build", str(copy / "umt"))
-    return copy
+    return tests_charts.umt_chart(helm_binary, tmp_path_factory.mktemp("charts")).parent
 
 
 @pytest.fixture

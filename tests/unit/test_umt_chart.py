@@ -9,7 +9,6 @@ folder and builds the dependency there, so every run tests the subchart as it is
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -21,9 +20,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.k8s.fixtures import helm_binary  # noqa: F401  (fixture)
 from tests import charts
 from tests.charts import Objects, assert_valid, one
+from tests.k8s.fixtures import helm_binary  # noqa: F401  (fixture)
 from tests.unit.test_schema_migration_chart import (
     HOOK_KINDS,
     SMIG,
@@ -67,15 +66,9 @@ def helm(binary: Path, chart: Path, command: str, *args: str) -> subprocess.Comp
 def chart(helm_binary: Path,  # noqa: F811
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """charts/umt with its dependency built, in a copy (nothing generated lands in the tree)."""
-    work = tmp_path_factory.mktemp("charts")
-    for name in ("umt", "schema-migration"):
-        shutil.copytree(ROOT / "charts" / name, work / name,
-                        ignore=shutil.ignore_patterns("charts", "Chart.lock"))
-    built = subprocess.run([str(helm_binary), "dependency", "build", str(work / "umt")],
-                           capture_output=True, text=True, timeout=60)
-    assert built.returncode == 0, built.stdout + built.stderr
-    assert [p.name for p in (work / "umt" / "charts").iterdir()] == ["schema-migration-0.1.0.tgz"]
-    yield work / "umt"
+    built = charts.umt_chart(helm_binary, tmp_path_factory.mktemp("charts"))
+    assert [p.name for p in (built / "charts").iterdir()] == ["schema-migration-0.1.0.tgz"]
+    yield built
 
 
 @pytest.fixture(scope="module")
