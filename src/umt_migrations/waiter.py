@@ -244,8 +244,7 @@ class Tracker:
         elif snap.stalled:
             self.outcome = Outcome(WaitExit.STALLED,
                                    f"{self.ref} is Stalled (generation {self.generation}): "
-                                   f"{snap.reason or 'no reason given'}: "
-                                   f"{snap.message or 'no message'}")
+                                   f"{_reason_and_message(snap)}")
         return lines
 
     def next_check(self) -> float | None:
@@ -279,6 +278,12 @@ class Tracker:
 
     def _seen_generation(self) -> bool:
         return self.last is not None and self.last.observed >= self.generation
+
+
+def _reason_and_message(snap: Snapshot) -> str:
+    """``Reason: message``, the reason once: the operator's messages often begin with it."""
+    reason, message = snap.reason or "no reason given", snap.message or "no message"
+    return message if message.startswith(f"{reason}: ") else f"{reason}: {message}"
 
 
 def _shown_part(snap: Snapshot | None) -> tuple[Any, ...] | None:

@@ -155,6 +155,7 @@ def test_stalled_prints_reason_and_message_exits_3(emulator: Emulator, operator:
     assert code == 3, out + err
     error = err.strip().splitlines()[-1]
     assert error.startswith(f"error: {REF} is Stalled (generation 1): RevisionNotFound: ")
+    assert "RevisionNotFound: RevisionNotFound" not in error  # the reason once
     assert "0123456789ab" in error
     engine = sa.create_engine(database)
     try:

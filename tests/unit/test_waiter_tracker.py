@@ -52,6 +52,17 @@ def test_stalled_for_the_generation_with_its_reason() -> None:
     assert tracker.outcome.line == f"{REF} is Stalled (generation 3): MigrationFailed: boom"
 
 
+def test_stalled_names_the_reason_once() -> None:
+    """The operator's failure messages begin with the reason: it is not repeated."""
+    status = obj(observedGeneration=3, phase="Failed", message="MigrationFailed: revision x failed",
+                 conditions=[cond("Stalled", "True", 3, "MigrationFailed")])
+    tracker = Tracker(REF, 3, started=0.0)
+    tracker.observe("MODIFIED", status)
+    assert tracker.outcome is not None
+    assert tracker.outcome.line == \
+        f"{REF} is Stalled (generation 3): MigrationFailed: revision x failed"
+
+
 def test_one_line_per_change_for_the_applied_generation_only() -> None:
     tracker = Tracker(REF, 3, started=0.0)
     assert tracker.observe("ADDED", obj(observedGeneration=2, phase="Succeeded")) == []
