@@ -94,18 +94,9 @@ def _require_current_for_relative(project: Project, revision: str) -> None:
     """``+1``/``-1`` count from the database's revision, so an empty database can't use them."""
     if not _RELATIVE.fullmatch(revision.strip()):
         return
-    import sqlalchemy as sa
-    from sqlalchemy.pool import NullPool
+    from .envrun import read_current
 
-    from .envrun import read_heads
-
-    engine = sa.create_engine(project.url, poolclass=NullPool)
-    try:
-        with engine.connect() as conn:
-            heads = read_heads(project, ScriptDirectory.from_config(project.alembic_config()), conn)
-    finally:
-        engine.dispose()
-    if not heads:
+    if not read_current(project, ScriptDirectory.from_config(project.alembic_config())):
         raise CommandError(
             f"Relative revision identifiers require current version: the database has no "
             f"revision yet, so '{revision}' counts from nothing"

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationStep
 from alembic.script import ScriptDirectory
+from sqlalchemy.pool import NullPool
 
 from . import graph
 from .project import Project
@@ -57,6 +58,18 @@ def read_heads(project: Project, script: ScriptDirectory, conn: sa.Connection) -
 
     run_env(project, script, conn, capture, dont_mutate=True)
     return found[0] if found else ()
+
+
+def read_current(
+    project: Project, script: ScriptDirectory, **engine_options: Any
+) -> tuple[str, ...]:
+    """:func:`read_heads` through a connection of its own, closed before returning."""
+    engine = sa.create_engine(project.url, poolclass=NullPool, **engine_options)
+    try:
+        with engine.connect() as conn:
+            return read_heads(project, script, conn)
+    finally:
+        engine.dispose()
 
 
 def _commit_per_migration(context: EnvironmentContext) -> None:

@@ -139,10 +139,12 @@ def _check(project: Project, script: ScriptDirectory, heads: tuple[str, ...],
            deadline: float) -> Verdict:
     import sqlalchemy as sa
 
+    from .envrun import read_current
     from .urls import describe_target, password_of, scrub
 
-    try:
-        current = _read_current(project, script, deadline)
+    try:  # through env.py, as ``alembic current`` reads it
+        current = read_current(project, script,
+                               connect_args=_connect_args(project.url, deadline))
     except sa.exc.DBAPIError as exc:
         detail = " ".join(str(exc.orig).split())[:300] or type(exc.orig).__name__
         detail = scrub(detail, password_of(project.url))
@@ -150,22 +152,6 @@ def _check(project: Project, script: ScriptDirectory, heads: tuple[str, ...],
                        f"{describe_target(project.url)} ({detail}); expected head "
                        f"{_revisions(heads)}")
     return judge(heads, current, lambda rev: _known(script, rev))
-
-
-def _read_current(project: Project, script: ScriptDirectory, deadline: float) -> tuple[str, ...]:
-    """The database's revisions, through ``env.py`` as ``alembic current`` reads them."""
-    import sqlalchemy as sa
-    from sqlalchemy.pool import NullPool
-
-    from .envrun import read_heads
-
-    engine = sa.create_engine(project.url, poolclass=NullPool,
-                              connect_args=_connect_args(project.url, deadline))
-    try:
-        with engine.connect() as conn:
-            return read_heads(project, script, conn)
-    finally:
-        engine.dispose()
 
 
 def _connect_args(url: str, deadline: float) -> dict[str, int]:
