@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--url",
         default=argparse.SUPPRESS,
-        help="database URL (default: $DATABASE_URL, else sqlite:///umt.db in this directory)",
+        help="database URL (default: $DATABASE_URL, else the project's sqlalchemy.url, else "
+        "sqlite:///umt.db in this directory)",
     )
     common.add_argument(
         "--config",
