@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from tests.alembic_projects import linear_chain, make_project
 from tests.conftest import REPO_ROOT
-from tests.k8s.emulator import EVENTS, JOBS, SCHEMA_MIGRATIONS, SECRETS, Emulator
+from tests.k8s.emulator import EVENTS, JOBS, PODS, SCHEMA_MIGRATIONS, SECRETS, Emulator
 from tests.k8s.fixtures import *  # noqa: F403  (emulator, kubelet, kubectl, kopf_operator)
 from tests.k8s.kubelet import FakeKubelet
 
@@ -143,6 +143,13 @@ def db_revision(url: str) -> str | None:
             return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
     finally:
         engine.dispose()
+
+
+def wait_message(emulator: Emulator, name: str, text: str, timeout: float = TIMEOUT) -> dict:
+    """Wait until the resource's status message contains ``text``; return the resource."""
+    return emulator.wait_for_object(
+        SCHEMA_MIGRATIONS, NS, name,
+        lambda obj: text in str((obj.get("status") or {}).get("message")), timeout)
 
 
 def event_reasons(emulator: Emulator, name: str) -> list[str]:
@@ -276,16 +283,23 @@ def test_operator_restart_mid_job_creates_no_second_job(
     assert len(jobs_of(emulator, "umt-schema")) == 1 and kubelet.processes_started == 1
 
 
+@pytest.mark.parametrize("changed_when", ["the Job exists", "its runner runs"])
 def test_spec_change_mid_job_waits_for_the_running_job(
-        emulator: Emulator, operator: Operator, kubelet: FakeKubelet, pg_url: str) -> None:
+        emulator: Emulator, operator: Operator, kubelet: FakeKubelet, pg_url: str,
+        changed_when: str) -> None:
+    """A Job whose pod is starting or whose runner runs is waited for, never replaced (only
+    one whose pod never started is: test_operator_pod_trouble.py)."""
     add_secret(emulator, pg_url)
     with kubelet.held("umt-schema-*"):
         add_migration(emulator, targetRevision=REVISION_IDS[1])
         emulator.wait_for(lambda: jobs_of(emulator, "umt-schema"))
+        if changed_when == "its runner runs":
+            emulator.wait_for(lambda: any(
+                (p.get("status") or {}).get("phase") == "Running" for p in emulator.list(PODS, NS)))
         first = jobs_of(emulator, "umt-schema")[0]["metadata"]["name"]
         emulator.patch(SCHEMA_MIGRATIONS, NS, "umt-schema", {"spec": {"targetRevision": "head"}})
-        obj = emulator.wait_for(lambda: (lambda o: o if o["status"].get("observedGeneration") == 2
-                                         else None)(emulator.get(SCHEMA_MIGRATIONS, NS, "umt-schema")))
+        obj = emulator.wait_for_object(SCHEMA_MIGRATIONS, NS, "umt-schema",
+                                       lambda o: o["status"].get("observedGeneration") == 2)
         assert f"waiting for Job {first}" in obj["status"]["message"]
         assert condition(obj, "Reconciling")["status"] == "True"
         assert [j["metadata"]["name"] for j in jobs_of(emulator, "umt-schema")] == [first]
@@ -294,6 +308,7 @@ def test_spec_change_mid_job_waits_for_the_running_job(
     names = sorted(j["metadata"]["name"] for j in jobs_of(emulator, "umt-schema"))
     assert len(names) == 2 and first in names  # the first Job was never deleted
     assert kubelet.processes_started == 2
+    assert "JobReplaced" not in event_reasons(emulator, "umt-schema")
 
 
 def test_deleting_mid_job_neither_hangs_nor_interrupts(

@@ -29,8 +29,9 @@ from tests.integration.test_operator import (  # noqa: F401  (fixtures)
     operator,
     registry,
     wait_condition,
+    wait_message,
 )
-from tests.k8s.emulator import JOBS, PODS, SCHEMA_MIGRATIONS, SECRETS, Emulator
+from tests.k8s.emulator import JOBS, SCHEMA_MIGRATIONS, SECRETS, Emulator
 from tests.k8s.fixtures import *  # noqa: F403  (emulator, kubelet, kopf_operator)
 from tests.k8s.kubelet import FakeKubelet
 
@@ -95,9 +96,7 @@ def test_unschedulable_pod_waits_then_stalls_past_the_threshold(
         emulator: Emulator, operator: Operator, kubelet: FakeKubelet, pg_url: str) -> None:
     add_secret(emulator, pg_url)
     add_migration(emulator, job={"nodeSelector": {"disktype": "ssd"}})
-    waiting = emulator.wait_for(lambda: (lambda o: o if "waiting for a node" in str(
-        (o.get("status") or {}).get("message")) else None)(
-            emulator.get(SCHEMA_MIGRATIONS, NS, "umt-schema")), timeout=20)
+    waiting = wait_message(emulator, "umt-schema", "waiting for a node", timeout=20)
     assert condition(waiting, "Reconciling")["status"] == "True"
     assert condition(waiting, "Stalled")["status"] == "False"
     # no event of any kind comes after this: the operator looks again at the threshold
@@ -148,22 +147,6 @@ def test_spec_change_replaces_a_job_whose_pod_never_started(
         [obj["status"]["jobName"]]
     assert "JobReplaced" in event_reasons(emulator, "umt-schema")
     assert kubelet.processes_started == 1
-
-
-def test_spec_change_waits_for_a_job_whose_runner_runs(
-        emulator: Emulator, operator: Operator, kubelet: FakeKubelet, pg_url: str) -> None:
-    add_secret(emulator, pg_url)
-    with kubelet.held("umt-schema-*"):
-        add_migration(emulator)
-        emulator.wait_for(lambda: any(
-            (p.get("status") or {}).get("phase") == "Running" for p in emulator.list(PODS, NS)))
-        emulator.patch(SCHEMA_MIGRATIONS, NS, "umt-schema", {"spec": {"allowDowngrade": True}})
-        obj = emulator.wait_for(lambda: (lambda o: o if "waiting for Job" in str(
-            o["status"].get("message")) else None)(emulator.get(SCHEMA_MIGRATIONS, NS, "umt-schema")))
-        assert obj["status"]["observedGeneration"] == 2
-        assert len(jobs_of(emulator, "umt-schema")) == 1
-    wait_condition(emulator, "umt-schema", "Ready", "Succeeded", generation=2)
-    assert "JobReplaced" not in event_reasons(emulator, "umt-schema")
 
 
 def test_logs_are_for_people(emulator: Emulator, operator: Operator, kubelet: FakeKubelet,
