@@ -105,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # every failure becomes one readable line
         if os.environ.get(DEBUG_ENV):
             raise
-        print(f"error: {_describe(exc, getattr(args, 'url', None))}", file=sys.stderr)
+        print(f"error: {_describe(exc, _database_url(args))}", file=sys.stderr)
         return 1
 
 
@@ -173,6 +173,16 @@ def _migrate(args: argparse.Namespace) -> int:
     return int(exit_code(report))
 
 
+def _database_url(args: argparse.Namespace) -> str | None:
+    """The URL the command used, resolved as :meth:`Project.locate` does (None if it can't)."""
+    from .project import find_config, resolve_url
+
+    try:
+        return resolve_url(getattr(args, "url", None), find_config(getattr(args, "config", None)))
+    except Exception:  # the failure being described may be this very one
+        return getattr(args, "url", None) or os.environ.get("DATABASE_URL")
+
+
 def _describe(exc: BaseException, url: str | None) -> str:
     """One line for any failure, with the remedy where one is known, password-free."""
     import sqlalchemy as sa
@@ -183,13 +193,13 @@ def _describe(exc: BaseException, url: str | None) -> str:
     from .project import ProjectError
     from .urls import InvalidURL, describe_target, password_of, scrub
 
-    secret = password_of(url or os.environ.get("DATABASE_URL"))
+    secret = password_of(url)
     if isinstance(exc, (ProjectError, InvalidURL, MigrationError)):
         return scrub(str(exc), secret)
     if isinstance(exc, CommandError):
         return scrub(explain(exc), secret)
     if isinstance(exc, sa.exc.OperationalError):
-        target = describe_target(url or os.environ.get("DATABASE_URL") or "sqlite:///umt.db")
+        target = describe_target(url or "<unknown>")
         detail = " ".join(str(exc.orig).split())
         return scrub(f"cannot reach the database at {target}: {detail}", secret)
     if isinstance(exc, sa.exc.DBAPIError):

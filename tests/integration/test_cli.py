@@ -78,6 +78,15 @@ def test_url_comes_from_flag_then_environment(tmp_path: Path, pg_url: str) -> No
     assert not (tmp_path / "umt.db").exists()
 
 
+def test_an_unreachable_database_from_the_project_ini_is_the_one_named(tmp_path: Path) -> None:
+    """No --url, no DATABASE_URL: the project's own sqlalchemy.url is used, and named."""
+    ini = make_project(tmp_path / "shop", linear_chain(1),
+                       url="postgresql://bob:s3cr3tpw@127.0.0.1:9/shop")
+    line = one_error_line(cli("current", "--config", str(ini), cwd=tmp_path))
+    assert "cannot reach the database at postgresql://127.0.0.1:9/shop: " in line
+    assert "s3cr3tpw" not in line and "sqlite" not in line
+
+
 def test_unknown_revision(tmp_path: Path) -> None:
     line = one_error_line(cli("upgrade", "deadbeef1234", cwd=tmp_path))
     assert "Can't locate revision" in line and "Fix:" in line and "history" in line
