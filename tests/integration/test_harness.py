@@ -351,6 +351,15 @@ def test_generation_bumps_on_spec_changes_only(emulator: Emulator) -> None:
     assert rvs == sorted(set(rvs)) and len(rvs) == 4  # create + 3 real writes; no-ops skipped
 
 
+def test_only_kinds_with_a_generation_get_one(emulator: Emulator) -> None:
+    """Pods, Jobs and custom resources have `metadata.generation`; Secrets, ConfigMaps and
+    Leases have none (their strategies never set it), whatever changes."""
+    secret = emulator.create(SECRETS, NS, {"metadata": {"name": "s"}, "stringData": {"k": "v"}})
+    changed = emulator.patch(SECRETS, NS, "s", {"stringData": {"k": "w"}})
+    assert "generation" not in secret["metadata"] and "generation" not in changed["metadata"]
+    assert emulator.create(SCHEMA_MIGRATIONS, NS, smig("s1"))["metadata"]["generation"] == 1
+
+
 def test_finalizers_hold_deletion_until_removed(emulator: Emulator) -> None:
     body = smig("s1")
     body["metadata"]["finalizers"] = ["umt.dev/test"]

@@ -30,6 +30,19 @@ BUILTIN_RESOURCES = (
     "apiextensions.k8s.io/v1/customresourcedefinitions",
 )
 
+#: Kinds without `metadata.generation`: their strategies' `PrepareForCreate` never set it
+#: (pkg/registry/core/{namespace,secret,configmap,serviceaccount,event}/strategy.go,
+#: pkg/registry/coordination/lease/strategy.go), unlike Pods, Jobs, CRDs and custom resources.
+WITHOUT_GENERATION = (
+    "v1/namespaces",
+    "v1/secrets",
+    "v1/configmaps",
+    "v1/serviceaccounts",
+    "v1/events",
+    "events.k8s.io/v1/events",
+    "coordination.k8s.io/v1/leases",
+)
+
 #: What kmock's catalogue lacks: kopf's own peering resources (used unless standalone).
 KOPF_PEERINGS = (
     ("kopf.dev/v1/kopfpeerings", "KopfPeering", True),

@@ -30,7 +30,7 @@ import yaml
 from tests.k8s.apimachinery import parse_field_selector, parse_label_selector
 from tests.k8s.apiserver import ApiServer
 from tests.k8s.builtins import ADMISSION, ALL_VERBS, BUILTIN_RESOURCES, KOPF_PEERINGS, \
-    bundled_catalogue, crd_registration
+    WITHOUT_GENERATION, bundled_catalogue, crd_registration
 from tests.k8s.store import Body, Hook, ResourceType
 
 T = TypeVar("T")
@@ -179,7 +179,8 @@ class Emulator:
         )
         rtype = ResourceType(ref, kind, namespaced, status_subresource,
                              orphan_by_default=(ref == kmock.resource(JOBS)),
-                             unconditional_update=(ref != kmock.resource(LEASES)))
+                             unconditional_update=(ref != kmock.resource(LEASES)),
+                             generation=ref not in {kmock.resource(r) for r in WITHOUT_GENERATION})
         self.store.register(rtype, defaults=defaults, admission=list(admission))
         if printer_columns is not None:
             self.server.printer_columns[ref] = tuple(printer_columns)

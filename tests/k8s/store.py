@@ -3,7 +3,8 @@
 kmock keeps objects as plain dicts keyed by `(kmock.resource, namespace, name)`, with their
 history. This store adds what an operator relies on and kmock leaves out: `uid`,
 `resourceVersion` (one counter for the whole "cluster", bumped on every write), `generation`
-(bumped when anything outside `metadata`/`status` changes), `creationTimestamp`, the namespace
+(on the kinds that have one, bumped when anything outside `metadata`/`status` changes),
+`creationTimestamp`, the namespace
 from the URL, `generateName`, status-subresource isolation, no-op writes that change nothing,
 resourceVersion preconditions (409), finalizers with `deletionTimestamp`, cascading deletion by
 owner references, and a bounded event history so watches resume from a `resourceVersion`
@@ -54,6 +55,9 @@ class ResourceType:
     #: A PUT without `metadata.resourceVersion` is accepted (the strategy's
     #: `AllowUnconditionalUpdate`); Leases refuse it (pkg/registry/coordination/lease/strategy.go).
     unconditional_update: bool = True
+    #: Objects get `metadata.generation` only where the kind's strategy sets it in
+    #: `PrepareForCreate` (Pods, Jobs, custom resources, CRDs; not Secrets or ConfigMaps...).
+    generation: bool = True
 
     @property
     def api_version(self) -> str:
@@ -165,8 +169,9 @@ class ObjectStore:
             meta = obj["metadata"]
             for field in SYSTEM_METADATA:
                 meta.pop(field, None)
-            meta.update(name=name, uid=str(uuid.uuid4()), generation=1,
-                        creationTimestamp=now_rfc3339())
+            meta.update(name=name, uid=str(uuid.uuid4()), creationTimestamp=now_rfc3339())
+            if rtype.generation:
+                meta["generation"] = 1
             if ns is not None:
                 meta["namespace"] = ns
             obj["apiVersion"], obj["kind"] = rtype.api_version, rtype.kind
@@ -224,8 +229,9 @@ class ObjectStore:
             self._pending_policy[key] = policy
             marked = copy.deepcopy(current)
             marked["metadata"].update(deletionTimestamp=now_rfc3339(),
-                                      deletionGracePeriodSeconds=0,
-                                      generation=meta.get("generation", 1) + 1)
+                                      deletionGracePeriodSeconds=0)
+            if "generation" in meta:  # k8s.io/apiserver/pkg/registry/rest/delete.go BeforeDelete
+                marked["metadata"]["generation"] = meta["generation"] + 1
             self._write(rtype, key, "MODIFIED", marked, old=current)
             return copy.deepcopy(marked)
 
@@ -363,7 +369,7 @@ class ObjectStore:
                                             rtype.api_version)
         if new == current:
             return current  # a no-op write: no new resourceVersion, no event
-        if _spec_part(new, rtype) != _spec_part(current, rtype):
+        if rtype.generation and _spec_part(new, rtype) != _spec_part(current, rtype):
             meta["generation"] = current["metadata"].get("generation", 1) + 1
         key = (rtype.resource, meta.get("namespace"), meta["name"])
         if meta.get("deletionTimestamp") and not meta.get("finalizers"):
