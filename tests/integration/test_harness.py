@@ -523,6 +523,24 @@ def test_kubectl_get_patch_and_wait(emulator: Emulator, kubectl: Any) -> None:
     assert cells == ["s1", "True", "Succeeded", "abc", "abc", "s1-2", "at", "abc"]
 
 
+def test_custom_resources_take_no_strategic_merge_patch(emulator: Emulator,
+                                                        kubectl: Any) -> None:
+    """As on a real cluster (kubernetes/kubernetes#53558): `kubectl patch` of a custom resource
+    needs `--type=merge` or `--type=json`; built-in kinds take its default strategic merge."""
+    emulator.create(SCHEMA_MIGRATIONS, NS, smig("s1"))
+    refused = kubectl("patch", "smig", "s1", "-p", '{"spec":{"targetRevision":"abc"}}',
+                      check=False)
+    assert refused.returncode != 0
+    assert "application/strategic-merge-patch+json is not supported" in refused.stderr
+    assert "accepted media types include: application/json-patch+json, " \
+        "application/merge-patch+json, application/apply-patch+yaml" in refused.stderr
+    assert emulator.get(SCHEMA_MIGRATIONS, NS, "s1")["spec"]["targetRevision"] == "head"
+
+    make_secret(emulator, "s", k="v")
+    kubectl("patch", "secret", "s", "-p", '{"stringData":{"k":"w"}}')
+    assert emulator.get(SECRETS, NS, "s")["data"]["k"] == "dw=="  # base64 of "w"
+
+
 def test_kubectl_apply_watch_and_delete(emulator: Emulator, kubectl: Any) -> None:
     watcher = kubectl.popen("get", "smig", "--watch", "--output-watch-events")
     try:

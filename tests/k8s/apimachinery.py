@@ -98,21 +98,27 @@ def json_patch(target: dict[str, Any], operations: list[dict[str, Any]]) -> dict
         raise ApiError(422, "Invalid", f"the server rejected our request: {exc}") from exc
 
 
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 PATCHERS: dict[str, Callable[[Any, Any], Any]] = {
-    "application/merge-patch+json": merge_patch,
-    "application/strategic-merge-patch+json": strategic_merge_patch,
     "application/json-patch+json": json_patch,
+    "application/merge-patch+json": merge_patch,
+    STRATEGIC_MERGE_PATCH: strategic_merge_patch,
 }
 
 
-def apply_patch(target: dict[str, Any], patch: Any, content_type: str) -> dict[str, Any]:
+def apply_patch(target: dict[str, Any], patch: Any, content_type: str, *,
+                strategic: bool = True) -> dict[str, Any]:
+    """`patch` applied to `target` as its media type says. Custom resources (`strategic`
+    False) take no strategic merge patch: the apiserver answers 415 (their patch types in
+    apiextensions-apiserver's customresource_handler.go; kubernetes/kubernetes#53558)."""
     media_type = content_type.split(";")[0].strip().lower() or "application/merge-patch+json"
-    patcher = PATCHERS.get(media_type)
-    if patcher is None:
-        raise ApiError(
-            415, "UnsupportedMediaType", f"the body of the request was in an unknown format: "
-            f"accepted media types include: {', '.join(PATCHERS)}",
-        )
+    patcher = PATCHERS.get(media_type) if strategic or media_type != STRATEGIC_MERGE_PATCH \
+        else None
+    if patcher is None:  # negotiation.NewUnsupportedMediaTypeError (handlers/patch.go)
+        accepted = [*(t for t in PATCHERS if strategic or t != STRATEGIC_MERGE_PATCH),
+                    "application/apply-patch+yaml"]
+        raise ApiError(415, "UnsupportedMediaType", "the body of the request was in an unknown "
+                       f"format - accepted media types include: {', '.join(accepted)}")
     if media_type == "application/json-patch+json" and not isinstance(patch, list):
         raise ApiError(400, "BadRequest", "a JSON patch must be a list of operations")
     if media_type != "application/json-patch+json" and not isinstance(patch, Mapping):

@@ -180,7 +180,8 @@ class Emulator:
         rtype = ResourceType(ref, kind, namespaced, status_subresource,
                              orphan_by_default=(ref == kmock.resource(JOBS)),
                              unconditional_update=(ref != kmock.resource(LEASES)),
-                             generation=ref not in {kmock.resource(r) for r in WITHOUT_GENERATION})
+                             generation=ref not in {kmock.resource(r) for r in WITHOUT_GENERATION},
+                             strategic_merge=ref in {kmock.resource(r) for r in BUILTIN_RESOURCES})
         self.store.register(rtype, defaults=defaults, admission=list(admission))
         if printer_columns is not None:
             self.server.printer_columns[ref] = tuple(printer_columns)

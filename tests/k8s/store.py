@@ -58,6 +58,8 @@ class ResourceType:
     #: Objects get `metadata.generation` only where the kind's strategy sets it in
     #: `PrepareForCreate` (Pods, Jobs, custom resources, CRDs; not Secrets or ConfigMaps...).
     generation: bool = True
+    #: Built-in kinds take strategic merge patches; custom resources do not.
+    strategic_merge: bool = False
 
     @property
     def api_version(self) -> str:
@@ -189,7 +191,7 @@ class ObjectStore:
               subresource: str | None = None) -> Body:
         with self.lock:
             current = self._require(rtype, namespace, name)
-            patched = apply_patch(current, patch, content_type)
+            patched = apply_patch(current, patch, content_type, strategic=rtype.strategic_merge)
             self._check_rv(rtype, current, (patched.get("metadata") or {}).get("resourceVersion"))
             return self._update(rtype, current, patched, subresource)
 
