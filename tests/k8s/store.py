@@ -232,7 +232,7 @@ class ObjectStore:
             marked = copy.deepcopy(current)
             marked["metadata"].update(deletionTimestamp=now_rfc3339(),
                                       deletionGracePeriodSeconds=0)
-            if "generation" in meta:  # k8s.io/apiserver/pkg/registry/rest/delete.go BeforeDelete
+            if "generation" in meta:  # registry/store.go updateForGracefulDeletionAndFinalizers
                 marked["metadata"]["generation"] = meta["generation"] + 1
             self._write(rtype, key, "MODIFIED", marked, old=current)
             return copy.deepcopy(marked)
