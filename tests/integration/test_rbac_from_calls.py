@@ -15,10 +15,11 @@ run here, in a pytest subprocess that hands its recording over (UMT_API_CALLS_LO
 from __future__ import annotations
 
 import ast
+import itertools
 import os
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -160,17 +161,14 @@ class Grants:
         """Each (verb, group, resource[, name]) a rule grants that no recorded call used."""
         unused = []
         for scope, rule in self.scoped_rules:
-            for verb in rule["verbs"]:
-                for group in rule["apiGroups"]:
-                    for resource in rule["resources"]:
-                        for name in rule.get("resourceNames") or [""]:
-                            if not any(call.verb == verb and call.group == group
-                                       and call.resource == resource
-                                       and (not name or call.name == name)
-                                       and (scope is None or call.namespace == scope)
-                                       for call in calls):
-                                unused.append(f"{verb} {group or 'core'}/{resource}"
-                                              f"{' ' + name if name else ''} in {scope or 'any'}")
+            for verb, group, resource, name in itertools.product(
+                    rule["verbs"], rule["apiGroups"], rule["resources"],
+                    rule.get("resourceNames") or [""]):
+                if not any(call.verb == verb and call.group == group
+                           and call.resource == resource and (not name or call.name == name)
+                           and (scope is None or call.namespace == scope) for call in calls):
+                    unused.append(f"{verb} {group or 'core'}/{resource}"
+                                  f"{' ' + name if name else ''} in {scope or 'any'}")
         return unused
 
 
@@ -249,24 +247,14 @@ def test_each_client_is_told_apart(emulator: Emulator, kubectl: Any) -> None:  #
 
     from umt_operator.kube import KubeAPI
 
-    def recorded_since(before: frozenset[Call]) -> set[Call]:
+    def calls_made_by(action: Callable[[], object]) -> set[Call]:
+        before = CALLS.calls()
+        action()
         return set(CALLS.calls() - before)
 
-    before = CALLS.calls()
-    emulator.create(CONFIGMAPS, NAMESPACE, {"apiVersion": "v1", "kind": "ConfigMap",
-                                            "metadata": {"name": "direct"}})
-    assert not [c for c in recorded_since(before) if c.name == "direct"]
-
-    kubectl("get", "configmaps", "direct", "-o", "name")
-    (by_kubectl,) = [c for c in recorded_since(before) if c.resource == "configmaps"]
-    assert by_kubectl.user_agent.startswith("kubectl") and not by_kubectl.by_operator
-    assert (by_kubectl.verb, by_kubectl.name) == ("get", "direct")
-
-    before = CALLS.calls()
-    with emulator.k8s_client() as client:
-        kubernetes.client.CoreV1Api(client).list_namespaced_config_map(NAMESPACE)
-    (by_client,) = recorded_since(before)
-    assert by_client.user_agent.startswith("OpenAPI-Generator/") and not by_client.by_operator
+    def client_lists() -> None:
+        with emulator.k8s_client() as client:
+            kubernetes.client.CoreV1Api(client).list_namespaced_config_map(NAMESPACE)
 
     async def operator_reads() -> None:
         api = KubeAPI(kopf.ConnectionInfo(server=emulator.url))
@@ -275,9 +263,20 @@ def test_each_client_is_told_apart(emulator: Emulator, kubectl: Any) -> None:  #
         finally:
             await api.close()
 
-    before = CALLS.calls()
-    asyncio.run(operator_reads())
-    (by_operator,) = recorded_since(before)
+    assert not [c for c in calls_made_by(lambda: emulator.create(
+        CONFIGMAPS, NAMESPACE, {"apiVersion": "v1", "kind": "ConfigMap",
+                                "metadata": {"name": "direct"}})) if c.name == "direct"]
+
+    (by_kubectl,) = [c for c in calls_made_by(
+        lambda: kubectl("get", "configmaps", "direct", "-o", "name"))
+        if c.resource == "configmaps"]
+    assert by_kubectl.user_agent.startswith("kubectl") and not by_kubectl.by_operator
+    assert (by_kubectl.verb, by_kubectl.name) == ("get", "direct")
+
+    (by_client,) = calls_made_by(client_lists)
+    assert by_client.user_agent.startswith("OpenAPI-Generator/") and not by_client.by_operator
+
+    (by_operator,) = calls_made_by(lambda: asyncio.run(operator_reads()))
     assert by_operator.by_operator and by_operator.user_agent == "umt-schema-operator"
 
 
