@@ -119,15 +119,9 @@ def finish_job(cluster: Emulator, job: dict[str, Any]) -> None:
                        {"type": "Complete", "status": "True"}]})
 
 
-def stalled(cluster: Emulator, name: str) -> bool:
+def has_condition(cluster: Emulator, name: str, type_: str) -> bool:
     obj = cluster.get(SCHEMA_MIGRATIONS, NS, name) or {}
-    return any(c.get("type") == "Stalled" and c.get("status") == "True"
-               for c in (obj.get("status") or {}).get("conditions") or [])
-
-
-def ready(cluster: Emulator, name: str) -> bool:
-    obj = cluster.get(SCHEMA_MIGRATIONS, NS, name) or {}
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
+    return any(c.get("type") == type_ and c.get("status") == "True"
                for c in (obj.get("status") or {}).get("conditions") or [])
 
 
@@ -152,7 +146,7 @@ def latency(cluster: Emulator, count: int,
         settle(cluster, name)
         began = time.perf_counter()
         finish_job(cluster, job)
-        cluster.wait_for(lambda: ready(cluster, name), timeout=30)
+        cluster.wait_for(lambda: has_condition(cluster, name, "Ready"), timeout=30)
         to_ready.append(time.perf_counter() - began)
     reads = pod_reads() - reads_before
     for index in range(count):
@@ -166,7 +160,7 @@ def latency(cluster: Emulator, count: int,
             "name": "migrate", "ready": False, "restartCount": 0, "image": "x", "imageID": "",
             "state": {"waiting": {"reason": "CreateContainerConfigError",
                                   "message": 'secret "umt-db" not found'}}}]})
-        cluster.wait_for(lambda: stalled(cluster, name), timeout=30)
+        cluster.wait_for(lambda: has_condition(cluster, name, "Stalled"), timeout=30)
         to_stalled.append(time.perf_counter() - began)
     return to_job, to_ready, to_stalled, reads
 
