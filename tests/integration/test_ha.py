@@ -13,7 +13,6 @@ import dataclasses
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,8 +26,8 @@ import pytest
 import yaml
 
 from tests.conftest import REPO_ROOT
-from tests.integration.test_operator import HEAD, add_migration, add_secret, condition, \
-    db_revision, jobs_of, wait_condition
+from tests.integration.test_operator import HEAD, add_migration, add_secret, db_revision, \
+    free_port, jobs_of, wait_condition
 from tests.k8s.emulator import LEASES, SCHEMA_MIGRATIONS, Emulator
 from tests.k8s.fixtures import kubelet, kubelet_options, register_repo_crds  # noqa: F401
 from tests.k8s.kubelet import FakeKubelet
@@ -76,12 +75,6 @@ class Replica:
         if self.process.poll() is None:
             self.process.send_signal(sig)
         return self.process.wait(timeout=30)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_replica(emulator: Emulator, name: str, tmp_path: Path) -> Replica:

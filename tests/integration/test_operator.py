@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -150,6 +151,12 @@ def wait_message(emulator: Emulator, name: str, text: str, timeout: float = TIME
     return emulator.wait_for_object(
         SCHEMA_MIGRATIONS, NS, name,
         lambda obj: text in str((obj.get("status") or {}).get("message")), timeout)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def event_reasons(emulator: Emulator, name: str) -> list[str]:
@@ -348,14 +355,8 @@ def test_operator_process_serves_liveness_and_metrics(emulator: Emulator, kubele
     """``python -m umt_operator`` as deployed: settings from the environment, kubeconfig login,
     /healthz and Prometheus /metrics on their ports; no secret in its logs."""
     import os
-    import socket
     import subprocess
     import urllib.request
-
-    def free_port() -> int:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            return sock.getsockname()[1]
 
     health, metrics = free_port(), free_port()
     log = tmp_path / "operator.log"
