@@ -164,15 +164,9 @@ def current_test() -> str:
 
 
 def record_request(request: Any) -> None:
-    """The emulator's hook: record a `kmock.Request` about to be served."""
-    raw = getattr(request, "_raw_request", None)
-    if raw is not None:
-        method, path, query = raw.method, raw.path, parse_qs(raw.query_string,
-                                                             keep_blank_values=True)
-    else:  # a request built without aiohttp (kmock's own tests): its parsed fields
-        method = str(getattr(request.method, "value", request.method))
-        path = request.url.path
-        query = {key: [value] for key, value in (request.params or {}).items()}
-    headers = {key.lower(): value for key, value in (request.headers or {}).items()}
-    CALLS.record(request_call(method, path, query, headers.get("user-agent", ""),
+    """The emulator's hook: record a `kmock.Request` about to be served, from the HTTP request
+    it was parsed from (method, path and query as the client sent them)."""
+    raw = request._raw_request
+    query = parse_qs(raw.query_string, keep_blank_values=True)
+    CALLS.record(request_call(raw.method, raw.path, query, raw.headers.get("User-Agent", ""),
                               current_test()))
