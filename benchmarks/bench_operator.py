@@ -14,6 +14,9 @@ Memory: RSS of the operator process (``python -m umt_operator``) with M resource
 each with its finished Job and pod (default 1,000). Target ≤ 80 MiB.
 
     .venv/bin/python benchmarks/bench_operator.py [--resources 200] [--watched 1000]
+
+UMT_BENCH_IDLE (seconds, default 3): how long the operator's CPU time must stay flat before it
+counts as idle in the memory measurement.
 """
 
 from __future__ import annotations
@@ -232,10 +235,19 @@ def measure_latency(count: int) -> tuple[list[float], list[float], list[float], 
             operator.wait(timeout=30)
 
 
+def count(minimum: int) -> Any:
+    """An argparse type: a whole number of at least `minimum`."""
+    def parse(text: str) -> int:
+        if not text.isdigit() or int(text) < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= {minimum}")
+        return int(text)
+    return parse
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--resources", type=int, default=200)
-    parser.add_argument("--watched", type=int, default=1000)
+    parser.add_argument("--resources", type=count(1), default=200)
+    parser.add_argument("--watched", type=count(0), default=1000)
     args = parser.parse_args()
 
     to_job, to_ready, to_stalled, reads = measure_latency(args.resources)
