@@ -7,6 +7,7 @@ the embedded SQLite default, so a fresh clone works with no server at all.
 
 from __future__ import annotations
 
+import configparser
 import os
 from contextlib import contextmanager
 from collections.abc import Iterator
@@ -49,8 +50,19 @@ def resolve_url(explicit: str | None, config_path: Path | None = None) -> str:
     """``--url``, else ``$DATABASE_URL``, else the project's own URL, else the SQLite default."""
     raw = explicit or os.environ.get(URL_ENV)
     if not raw and config_path is not None:
-        raw = Config(str(config_path)).get_main_option("sqlalchemy.url") or None
+        raw = _read(config_path).get_main_option("sqlalchemy.url") or None
     return normalize_url(raw or DEFAULT_URL)
+
+
+def _read(config_path: Path) -> Config:
+    """The project's Alembic config, parsed; a file ConfigParser cannot read is named."""
+    config = Config(str(config_path))
+    try:
+        config.file_config  # noqa: B018  (parses the file once; Config keeps the result)
+    except configparser.Error as exc:
+        reason = str(exc).splitlines()[0]
+        raise ProjectError(f"cannot read the Alembic config {config_path}: {reason}") from None
+    return config
 
 
 def absolute_sqlite(url: str, base: Path) -> str:
@@ -113,9 +125,14 @@ def find_script_base(config_path: Path) -> Path:
     (``myapp:migrations``) runs from here.
     """
     cwd = Path.cwd()
-    location = Config(str(config_path)).get_alembic_option("script_location")
-    if not location or (":" in location and not Path(location).is_absolute()):
-        return cwd  # none: Alembic says so; a package resource: Alembic finds it
+    location = _read(config_path).get_alembic_option("script_location")
+    if not location:
+        raise ProjectError(
+            f"{config_path} has no script_location in its [alembic] section: set it to the "
+            "project's migrations folder"
+        )
+    if ":" in location and not Path(location).is_absolute():
+        return cwd  # a package resource (myapp:migrations): Alembic finds it
     if Path(location).is_absolute():
         if not (Path(location) / "env.py").is_file():
             raise ProjectError(

@@ -155,6 +155,21 @@ def test_bad_input_is_one_clear_line(tmp_path: Path) -> None:
     assert usage.returncode == 2 and "Traceback" not in usage.stderr
 
 
+@pytest.mark.parametrize(("content", "expected"), [
+    ("x\n", "cannot read the Alembic config"),
+    ("[alembic]\nsqlalchemy.url = sqlite:///x.db\n", "has no script_location"),
+])
+def test_an_unusable_alembic_ini_is_named_by_every_command(
+        tmp_path: Path, content: str, expected: str) -> None:
+    ini = tmp_path / "broken.ini"
+    ini.write_text(content)
+    for command in (["current"], ["wait-for-schema", "--timeout", "0"]):
+        assert expected in one_error_line(cli(*command, "--config", str(ini), cwd=tmp_path))
+    migrate = cli("migrate", "--to", "head", "--config", str(ini), cwd=tmp_path)
+    assert migrate.returncode == 2 and "Traceback" not in migrate.stderr
+    assert expected in migrate.stderr
+
+
 def test_check_passes_at_head(tmp_path: Path, pg_url: str) -> None:
     assert cli("upgrade", "--url", pg_url, cwd=tmp_path).returncode == 0
     check = cli("check", "--url", pg_url, cwd=tmp_path)
