@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TextIO
 
-from .argtypes import seconds
+from .argtypes import positive_seconds, seconds
 
 if TYPE_CHECKING:
     from alembic.script import ScriptDirectory
@@ -77,7 +77,8 @@ def judge(heads: Sequence[str], current: Sequence[str], known: Callable[[str], b
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                         help=f"give up after this long (default {DEFAULT_TIMEOUT:g})")
-    parser.add_argument("--interval", type=seconds, default=DEFAULT_INTERVAL, metavar="SECONDS",
+    parser.add_argument("--interval", type=positive_seconds, default=DEFAULT_INTERVAL,
+                        metavar="SECONDS",
                         help=f"between two reads of the revision (default {DEFAULT_INTERVAL:g})")
 
 
