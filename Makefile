@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test unit install quickstart e2e bench clean manifests
+.PHONY: test system-packages unit install quickstart e2e bench clean manifests
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,9 +16,14 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 
 ## The whole suite: unit + integration (real PostgreSQL and MariaDB, required, never skipped).
-test: install
+## It sets itself up: Debian packages (buildah, debootstrap, lua5.1), .venv, the databases.
+test: system-packages install
 	./scripts/require-services
 	$(BIN)/pytest
+
+## Debian packages the suite needs: installed as root or with sudo, else one line saying how.
+system-packages:
+	./scripts/install-system-packages
 
 ## Pure tests only, no services needed.
 unit: install
