@@ -127,9 +127,12 @@ def _dispatch(args: argparse.Namespace) -> int:
     project = Project.locate(getattr(args, "config", None), getattr(args, "url", None))
 
     if name == "create":
-        path = commands.create(project, args.message, args.autogenerate)
-        print(f"created {_relative(path)}")
-        print("review it (names, types, data moves, downgrade) before committing")
+        created = commands.create(project, args.message, args.autogenerate)
+        if created is None:
+            print("no changes detected in the models; no revision written")
+        else:
+            print(f"created {_relative(created)}")
+            print("review it (names, types, data moves, downgrade) before committing")
     elif name == "upgrade":
         commands.upgrade(project, args.revision, sql=args.sql)
     elif name == "downgrade":

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 from alembic import command
+from alembic.operations.ops import MigrationScript
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 
@@ -65,15 +66,31 @@ def _first_line(text: str) -> str:
     return text.splitlines()[0] if text else "unknown error"
 
 
-def create(project: Project, message: str, autogenerate: bool = False) -> Path:
-    """New revision file; with ``autogenerate`` the operations come from model changes."""
+def create(project: Project, message: str, autogenerate: bool = False) -> Path | None:
+    """New revision file; with ``autogenerate`` the operations come from model changes.
+
+    An autogenerate that finds no change in the models writes nothing and returns None
+    (Alembic's cookbook, "Don't Generate Empty Migrations with Autogenerate"); without
+    ``autogenerate`` the empty template is what was asked for.
+    """
     if not message.strip():
         raise CommandError("--message must not be empty: it names the revision file")
     with project.running():
         config = project.alembic_config()
-        script = command.revision(config, message=message, autogenerate=autogenerate)
+        hook = _drop_empty_autogenerate if autogenerate else None
+        script = command.revision(config, message=message, autogenerate=autogenerate,
+                                  process_revision_directives=hook)
         scripts = script if isinstance(script, list) else [script]
+        if not scripts:
+            return None
         return Path(scripts[0].path).absolute()  # type: ignore[union-attr]
+
+
+def _drop_empty_autogenerate(context: object, revision: object,
+                             directives: list[MigrationScript]) -> None:
+    """A ``process_revision_directives`` hook: no operation in any upgrade, no revision."""
+    if all(ops.is_empty() for script in directives for ops in script.upgrade_ops_list):
+        directives[:] = []
 
 
 def upgrade(project: Project, revision: str = "head", sql: bool = False) -> None:

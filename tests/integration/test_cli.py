@@ -206,6 +206,29 @@ def test_autogenerate_on_a_changed_model_then_check(project_copy: Path, pg_url: 
     assert back.returncode == 0, back.stderr
 
 
+def test_autogenerate_on_an_unchanged_model_writes_nothing(project_copy: Path,
+                                                           pg_url: str) -> None:
+    """Alembic would write an empty revision; `create --autogenerate` writes none, exit 0.
+    Without --autogenerate the empty template is what was asked for, and is written."""
+    own = [sys.executable, str(project_copy / "manage_migrations.py")]
+    versions = project_copy / "migrations" / "versions"
+    assert cli("upgrade", "--url", pg_url, cwd=project_copy, program=own).returncode == 0
+
+    unchanged = cli("create", "--message", "Nothing", "--autogenerate", "--url", pg_url,
+                    cwd=project_copy, program=own)
+    assert unchanged.returncode == 0, unchanged.stderr
+    assert unchanged.stdout == "no changes detected in the models; no revision written\n"
+    assert sorted(p.name for p in versions.glob("*.py")) == sorted(f.name for f in REVISION_FILES)
+
+    template = cli("create", "--message", "Data fix", "--url", pg_url, cwd=project_copy,
+                   program=own)
+    assert template.returncode == 0, template.stderr
+    assert "\ncreated " in template.stdout
+    new_files = [p for p in versions.glob("*.py")
+                 if p.name not in {f.name for f in REVISION_FILES}]
+    assert len(new_files) == 1 and new_files[0].name.endswith("_data_fix.py")
+
+
 def test_day_to_day_commands_find_a_relative_script_location(tmp_path: Path, pg_url: str) -> None:
     """An installed project whose ini says ``myapp/migrations`` (relative to site-packages)."""
     ini = make_project(tmp_path / "site-packages" / "myapp", linear_chain(2),
