@@ -11,6 +11,9 @@ import concurrent.futures
 import json
 import sys
 import textwrap
+import urllib.error
+import urllib.parse
+import urllib.request
 from typing import Any
 
 import kmock
@@ -19,7 +22,7 @@ import kubernetes.client
 import kubernetes.watch
 import pytest
 
-from tests.k8s.emulator import JOBS, PODS, SCHEMA_MIGRATIONS, SECRETS, Emulator
+from tests.k8s.emulator import EVENTS, JOBS, PODS, SCHEMA_MIGRATIONS, SECRETS, Emulator
 from tests.k8s.fixtures import emulator, helm_binary, k8s_api, kopf_operator, kubectl, \
     kubectl_binary, kubelet, kubelet_options  # noqa: F401 - pytest fixtures
 from tests.k8s.kubelet import FakeKubelet
@@ -696,3 +699,112 @@ def test_lists_come_in_pages_from_one_snapshot_like_the_apiserver(
     with pytest.raises(kubernetes.client.ApiException) as expired:
         core.list_namespaced_secret("default", limit=2, _continue=first.metadata._continue)
     assert expired.value.status == 410
+
+
+# --- Events: field selectors as the apiserver evaluates them ----------------------------------
+
+
+def raw_request(cluster: Emulator, method: str, resource: str, name: str = "", *,
+                query: dict[str, str] | None = None, body: Any = None,
+                content_type: str = "application/json") -> tuple[int, dict[str, Any]]:
+    """One HTTP request as any client sends it; the status code and the JSON answer."""
+    rtype = cluster.rtype(resource)
+    group, version = rtype.resource.group, rtype.resource.version
+    path = f"/api/{version}" if not group else f"/apis/{group}/{version}"
+    url = f"{cluster.url}{path}/namespaces/{NS}/{rtype.resource.plural}"
+    url += f"/{name}" if name else ""
+    url += f"?{urllib.parse.urlencode(query)}" if query else ""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method,
+                                     headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def event_about(obj: dict[str, Any], name: str, reason: str, message: str, *,
+                kind: bool = True, component: str = "umt-operator") -> dict[str, Any]:
+    meta = obj["metadata"]
+    involved = {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": meta["name"],
+                "namespace": meta["namespace"], "uid": meta["uid"]}
+    if not kind:
+        del involved["apiVersion"], involved["kind"]
+    return {"metadata": {"name": name}, "involvedObject": involved, "reason": reason,
+            "message": message, "type": "Warning", "source": {"component": component},
+            "firstTimestamp": "2025-01-01T00:00:00Z", "lastTimestamp": "2025-01-01T00:00:00Z",
+            "count": 1}
+
+
+def test_events_are_selected_by_involved_object_and_reason(
+        emulator: Emulator, k8s_api: Any) -> None:
+    """pkg/registry/core/event/strategy.go `ToSelectableFields`: Events select on
+    `involvedObject.*`, `reason`, `source`, `type`...; lists and watches alike."""
+    s1 = emulator.create(SCHEMA_MIGRATIONS, NS, smig("s1"))
+    s2 = emulator.create(SCHEMA_MIGRATIONS, NS, smig("s2"))
+    emulator.create(EVENTS, NS, event_about(s1, "e1", "JobRejected", "about s1"))
+    emulator.create(EVENTS, NS, event_about(s2, "e2", "JobRejected", "about s2"))
+    emulator.create(EVENTS, NS, event_about(s1, "e3", "Other", "also s1", component="x"))
+    core = kubernetes.client.CoreV1Api(k8s_api)
+
+    def names(selector: str) -> list[str]:
+        return sorted(e.metadata.name for e in
+                      core.list_namespaced_event(NS, field_selector=selector).items)
+
+    uid = s1["metadata"]["uid"]
+    assert names(f"involvedObject.uid={uid}") == ["e1", "e3"]
+    assert names(f"involvedObject.uid={uid},reason=JobRejected") == ["e1"]
+    assert names("involvedObject.kind=SchemaMigration,involvedObject.name!=s1") == ["e2"]
+    assert names("source=x") == ["e3"]
+    assert names("type==Warning,metadata.name=e2") == ["e2"]
+
+    watch = kubernetes.watch.Watch()
+    stream = watch.stream(core.list_namespaced_event, NS, timeout_seconds=5,
+                          field_selector="involvedObject.name=s2")
+    first = next(iter(stream))
+    emulator.create(EVENTS, NS, event_about(s1, "e4", "JobRejected", "not seen"))
+    emulator.create(EVENTS, NS, event_about(s2, "e5", "PodRejected", "seen"))
+    second = next(iter(stream))
+    watch.stop()
+    assert [first["object"].metadata.name, second["object"].metadata.name] == ["e2", "e5"]
+
+
+@pytest.mark.parametrize(("resource", "selector", "message"), [
+    (EVENTS, "message=x", "field label not supported: message"),
+    (EVENTS, "involvedObject.kind", "invalid selector: 'involvedObject.kind'; "
+                                    "can't understand 'involvedObject.kind'"),
+    (JOBS, "status.active=1", 'field label "status.active" not supported for batchv1.Job'),
+    (SCHEMA_MIGRATIONS, "spec.targetRevision=head", '"spec.targetRevision" is not a known '
+     'field selector: only "metadata.name", "metadata.namespace"'),
+])
+def test_an_unsupported_field_selector_is_a_bad_request(
+        emulator: Emulator, resource: str, selector: str, message: str) -> None:
+    """The apiserver converts each field label before reading anything and answers 400
+    (handlers/get.go `ListResource`), for lists and watches."""
+    for watch in ("false", "true"):
+        code, status = raw_request(emulator, "GET", resource, query={
+            "fieldSelector": selector, "watch": watch})
+        assert (code, status["reason"]) == (400, "BadRequest")
+        assert status["message"] == message
+
+
+def test_kubectl_describe_shows_the_events_of_a_custom_resource(
+        emulator: Emulator, kubectl: Any) -> None:
+    """kubectl's describer lists Events by `involvedObject.name`, `.namespace`, `.kind` and
+    `.uid` (kubectl/pkg/describe/describe.go `searchEvents`; client-go
+    `events.GetFieldSelector`): an Event without the kind, or about a namesake with another
+    uid, is not shown."""
+    s1 = emulator.create(SCHEMA_MIGRATIONS, NS, smig("s1"))
+    emulator.create(EVENTS, NS, event_about(s1, "good", "JobRejected", "refused: bad image"))
+    emulator.create(EVENTS, NS, event_about(s1, "kindless", "NoKind", "an event without kind",
+                                            kind=False))
+    old = {**s1, "metadata": {**s1["metadata"], "uid": "0000-old"}}
+    emulator.create(EVENTS, NS, event_about(old, "stale", "OldOne", "about an earlier s1"))
+
+    described = kubectl("describe", "smig", "s1").stdout
+
+    events = described[described.index("Events:"):]
+    assert "JobRejected" in events and "refused: bad image" in events
+    assert "umt-operator" in events  # the From column: source.component
+    assert "NoKind" not in events and "OldOne" not in events

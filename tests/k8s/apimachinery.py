@@ -185,7 +185,8 @@ def parse_label_selector(selector: str | None) -> Callable[[Mapping[str, Any]], 
 
 
 def field_value(obj: Mapping[str, Any], path: str) -> str | None:
-    """The string form of a dotted field (`metadata.name`, `status.phase`), as selectors see it."""
+    """The string form of a dotted field (`metadata.name`, `status.phase`), as a `fieldRef`
+    of the downward API sees it."""
     value: Any = obj
     for part in path.split("."):
         if not isinstance(value, Mapping) or part not in value:
@@ -194,16 +195,3 @@ def field_value(obj: Mapping[str, Any], path: str) -> str | None:
     if isinstance(value, bool):
         return "true" if value else "false"
     return None if value is None else str(value)
-
-
-def parse_field_selector(selector: str | None) -> Callable[[Mapping[str, Any]], bool]:
-    """Compile a field selector (`metadata.name=x,status.phase!=Failed`) to a predicate."""
-    checks: list[Callable[[Mapping[str, Any]], bool]] = []
-    for part in _split_requirements(selector or ""):
-        if "!=" in part:
-            path, value = (item.strip() for item in part.split("!=", 1))
-            checks.append(lambda obj, p=path, v=value: (field_value(obj, p) or "") != v)
-        else:
-            path, value = (item.strip() for item in re.split(r"==?", part, maxsplit=1))
-            checks.append(lambda obj, p=path, v=value: (field_value(obj, p) or "") == v)
-    return lambda obj: all(check(obj) for check in checks)

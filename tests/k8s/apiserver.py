@@ -24,9 +24,9 @@ import kmock
 import yaml
 
 from tests.k8s import server_side_apply
-from tests.k8s.apimachinery import ApiError, not_found, parse_field_selector, \
-    parse_label_selector
+from tests.k8s.apimachinery import ApiError, not_found, parse_label_selector
 from tests.k8s.audit import record_request
+from tests.k8s.field_selectors import compile_field_selector
 from tests.k8s.store import ObjectStore, ResourceType, WatchEvent
 from tests.k8s.tables import render_table, wants_table
 
@@ -130,7 +130,7 @@ class ApiServer(kmock.KubernetesEmulator):
             items, rv = self._continued(token)
         else:
             items, rv = self.store.list(rtype, request.namespace)
-            matches = _selection(request)
+            matches = _selection(rtype, request)
             items = sorted((item for item in items if matches(item)), key=_storage_order)
         if self._table_columns(rtype, request) is not None:
             return render_table(items, self.printer_columns[rtype.resource], rv)
@@ -214,14 +214,14 @@ class ApiServer(kmock.KubernetesEmulator):
         # A JSON content type, or client-go refuses the stream ("no stream serializers
         # registered for application/octet-stream", kmock's default for streams).
         rtype = self.store.type_of(request.resource)
+        matches = _selection(rtype, request)  # a bad selector is refused before streaming
         return kmock.Response(headers={"Content-Type": "application/json"},
-                              payload=self._watch_stream(rtype, request))
+                              payload=self._watch_stream(rtype, request, matches))
 
-    async def _watch_stream(self, rtype: ResourceType,
-                            request: kmock.Request) -> AsyncIterator[Payload]:
+    async def _watch_stream(self, rtype: ResourceType, request: kmock.Request,
+                            matches: Callable[[dict[str, Any]], bool]) -> AsyncIterator[Payload]:
         since = request.params.get("resourceVersion") or "0"
         timeout = float(request.params.get("timeoutSeconds") or 0) or None
-        matches = _selection(request)
         columns = self._table_columns(rtype, request)
         self.watch_requests.append(WatchRequest(rtype, dict(request.params),
                                                 _header(request, "User-Agent") or ""))
@@ -349,10 +349,13 @@ def _json_body(request: kmock.Request) -> Any:
     return request.data if request.data is not None else {}
 
 
-def _selection(request: kmock.Request) -> Callable[[dict[str, Any]], bool]:
-    """The namespace, name, label and field selection of a list or watch request."""
+def _selection(rtype: ResourceType,
+               request: kmock.Request) -> Callable[[dict[str, Any]], bool]:
+    """The namespace, name, label and field selection of a list or watch request; a field
+    the kind does not let clients select on is 400 (tests/k8s/field_selectors.py)."""
     labels = parse_label_selector(request.params.get("labelSelector"))
-    fields = parse_field_selector(request.params.get("fieldSelector"))
+    fields = compile_field_selector(rtype.api_version, rtype.kind,
+                                    request.params.get("fieldSelector"))
     namespace, name = request.namespace, request.name
 
     def matches(obj: dict[str, Any]) -> bool:

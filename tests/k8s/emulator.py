@@ -27,10 +27,11 @@ import aiohttp.web
 import kmock
 import yaml
 
-from tests.k8s.apimachinery import parse_field_selector, parse_label_selector
+from tests.k8s.apimachinery import parse_label_selector
 from tests.k8s.apiserver import ApiServer
 from tests.k8s.builtins import ADMISSION, ALL_VERBS, BUILTIN_RESOURCES, KOPF_PEERINGS, \
     WITHOUT_GENERATION, bundled_catalogue, crd_registration
+from tests.k8s.field_selectors import compile_field_selector
 from tests.k8s.store import Body, Hook, ResourceType
 
 T = TypeVar("T")
@@ -247,9 +248,10 @@ class Emulator:
              labels: str | dict[str, str] | None = None, fields: str | None = None) -> list[Body]:
         if isinstance(labels, dict):
             labels = ",".join(f"{key}={value}" for key, value in labels.items())
+        rtype = self.rtype(resource)
         label_match = parse_label_selector(labels)
-        field_match = parse_field_selector(fields)
-        items, _ = self.store.list(self.rtype(resource), namespace)
+        field_match = compile_field_selector(rtype.api_version, rtype.kind, fields)
+        items, _ = self.store.list(rtype, namespace)
         return [item for item in items if label_match(item) and field_match(item)]
 
     def patch(self, resource: ResourceRef, namespace: str | None, name: str, patch: Any, *,
