@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test system-packages unit install quickstart e2e bench clean manifests
+.PHONY: test system-packages unit install quickstart e2e bench clean manifests chart-docs charts
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,14 @@ e2e: install
 ## The chart's copy of crds/ and the plain install operator/, rendered from the chart (helm template).
 manifests:
 	./scripts/render-manifests
+
+## The values table of each chart's README.md, from the `# --` comments of its values.yaml.
+chart-docs: install
+	$(BIN)/python scripts/render-chart-docs
+
+## Every chart's dependencies (charts/umt packs charts/schema-migration: a file:// dependency).
+charts:
+	./scripts/build-chart-dependencies
 
 ## The image (Dockerfile): `docker build` where a daemon answers, else buildah (daemonless, on a
 ## local stand-in base when python:3.11-slim cannot be pulled); prints its size. docs/image.md

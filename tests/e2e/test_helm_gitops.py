@@ -89,8 +89,7 @@ class App:
     def deployed_target(self) -> str:
         deployment = self.get("deployment", self.release)
         assert deployment is not None
-        return deployment["spec"]["template"]["metadata"]["annotations"][
-            "migrations.umt.dev/target-revision"]
+        return deployment["metadata"]["annotations"]["migrations.umt.dev/target-revision"]
 
     def history(self) -> list[dict]:
         return json.loads(self.op.cluster.helm("history", self.release, "--namespace",

@@ -9,6 +9,7 @@ folder and builds the dependency there, so every run tests the subchart as it is
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -159,13 +160,80 @@ def test_resource_mode_syncs_the_migration_in_an_earlier_wave(
     assert not any("helm.sh/hook" in (o["metadata"].get("annotations") or {}) for o in objects)
 
 
-def test_a_new_target_rolls_the_pods(rendered: dict[str, Objects]) -> None:
+def test_the_deployment_records_its_target_outside_the_pod_template(
+        rendered: dict[str, Objects]) -> None:
     def target(objects: Objects) -> str:
-        template = one(objects, "Deployment")["spec"]["template"]
-        return template["metadata"]["annotations"]["migrations.umt.dev/target-revision"]
+        return one(objects, "Deployment")["metadata"]["annotations"][
+            "migrations.umt.dev/target-revision"]
 
     assert target(rendered["hook"]) == "head"
     assert target(rendered["own-app"]) == "0abb288d754e"
+    template = one(rendered["hook"], "Deployment")["spec"]["template"]["metadata"]
+    assert "annotations" not in template
+
+
+def pod_template(helm_binary: Path, chart: Path, *args: str) -> dict[str, Any]:  # noqa: F811
+    objects = charts.render(helm_binary, chart, *args, release=RELEASE, namespace=NAMESPACE)
+    return one(objects, "Deployment")["spec"]["template"]
+
+
+DOWNGRADE = ["--set", "schema-migration.targetRevision=0abb288d754e",
+             "--set", "schema-migration.allowDowngrade=true"]
+
+
+@pytest.mark.parametrize("mode", ["hook", "resource"])
+def test_a_database_only_rollback_does_not_roll_the_app(helm_binary: Path,  # noqa: F811
+                                                        chart: Path, mode: str) -> None:
+    """A change of target alone leaves the pod template as it was: Kubernetes starts no new
+    pod (a new pod would wait in its gate for a schema its image expects, newer than the
+    target). The migration itself does change."""
+    base = ["--set", f"schema-migration.mode={mode}"]
+    assert pod_template(helm_binary, chart, *base) == pod_template(helm_binary, chart, *base,
+                                                                   *DOWNGRADE)
+    before = charts.render(helm_binary, chart, *base, release=RELEASE, namespace=NAMESPACE)
+    after = charts.render(helm_binary, chart, *base, *DOWNGRADE, release=RELEASE,
+                          namespace=NAMESPACE)
+    assert migration(before)["spec"]["targetRevision"] == "head"
+    assert migration(after)["spec"]["targetRevision"] == "0abb288d754e"
+    assert migration(after)["spec"]["allowDowngrade"] is True
+
+
+def test_the_rollback_recipe_rolls_the_app_back_and_downgrades_with_the_newer_image(
+        helm_binary: Path, chart: Path) -> None:  # noqa: F811
+    """docs/gitops.md's rollback: global.image.tag names the older release (app and gate),
+    schema-migration.image.tag the newer one, which holds the downgrade steps."""
+    objects = charts.render(helm_binary, chart, "--set", "global.image.tag=0.0.9",
+                            "--set", "schema-migration.image.tag=0.1.0", *DOWNGRADE,
+                            release=RELEASE, namespace=NAMESPACE)
+    older = "ghcr.io/umt/umt-migrations:0.0.9"
+    assert container(objects, "app")["image"] == older
+    assert container(objects, "wait-for-schema")["image"] == older
+    assert migration(objects)["spec"]["image"] == "ghcr.io/umt/umt-migrations:0.1.0"
+    hook_job = [o for o in objects if o["kind"] == "Job"]
+    assert [c["image"] for c in hook_job[0]["spec"]["template"]["spec"]["containers"]] == [
+        "ghcr.io/umt/umt-migrations:0.1.0"]
+    new_image = pod_template(helm_binary, chart, "--set", "global.image.tag=0.0.9")
+    assert new_image != pod_template(helm_binary, chart)  # a new image does roll the app
+
+
+def test_notes_and_readme_say_the_dependency_must_be_built(
+        helm_binary: Path, chart: Path, tmp_path: Path) -> None:  # noqa: F811
+    result = subprocess.run([str(helm_binary), "install", RELEASE, str(chart), "--namespace",
+                             NAMESPACE, "--dry-run=client"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    notes = " ".join(result.stdout.split("NOTES:", 1)[1].split())
+    assert "run `helm dependency build charts/umt` (or `make charts`)" in notes
+    assert "targetRevision alone does not roll the app's pods" in notes
+    readme = (SOURCE / "README.md").read_text()
+    assert "helm dependency build charts/umt\n" in readme
+    fresh = tmp_path / "umt"  # as in a fresh checkout, even after `make charts` here
+    shutil.copytree(SOURCE, fresh, ignore=shutil.ignore_patterns("charts", "Chart.lock"))
+    unbuilt = subprocess.run([str(helm_binary), "install", RELEASE, str(fresh), "--namespace",
+                              NAMESPACE, "--dry-run=client"], capture_output=True, text=True,
+                             timeout=60)
+    assert unbuilt.returncode != 0
+    assert unbuilt.stderr.strip() in readme  # the error the README shows is Helm's own
 
 
 # --- the gate and the app --------------------------------------------------------------------
