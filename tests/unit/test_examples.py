@@ -2,9 +2,10 @@
 
 SchemaMigrations: valid against the CRD (schema and CEL rules), accepted by the operator's spec
 parser, and applied with the real `kubectl` to the API emulator. Helm values: rendered with the
-real `helm` into charts/umt. Argo CD: the argocd-cm snippet carries exactly the tested health
-check; the Applications point at the chart and their values render. Flux: the Kustomizations
-wait and order the app after the migration; the HelmRelease's chart and values render.
+real `helm` into charts/umt. Argo CD: the argocd-cm snippets carry exactly the tested health
+check and actions (the actions one in test_argocd_health.py); the Applications point at the
+chart and their values render. Flux: the Kustomizations wait and order the app after the
+migration; the HelmRelease's chart and values render.
 """
 
 from __future__ import annotations
@@ -42,13 +43,15 @@ from umt_operator.spec import parse_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
-HEALTH_LUA = ROOT / "argocd" / "health" / "migrations.umt.dev" / "SchemaMigration" / "health.lua"
+HEALTH_LUA = (ROOT / "argocd" / "resource_customizations" / "migrations.umt.dev"
+              / "SchemaMigration" / "health.lua")
 
 SCHEMA_MIGRATIONS = ["schemamigration-minimal.yaml", "schemamigration-downgrade.yaml"]
 HELM_VALUES = {"helm-values-hook.yaml": "hook", "helm-values-resource.yaml": "resource"}
 ARGOCD_APPLICATIONS = {"argocd-application-sync-wave.yaml": "resource",
                        "argocd-application-presync.yaml": "hook"}
-OTHERS = ["argocd-cm-health.yaml", "flux-kustomization.yaml", "flux-helmrelease.yaml"]
+OTHERS = ["argocd-cm-health.yaml", "argocd-cm-actions.yaml", "flux-kustomization.yaml",
+          "flux-helmrelease.yaml"]
 
 
 def load(name: str) -> list[dict[str, Any]]:

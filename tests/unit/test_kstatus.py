@@ -1,19 +1,29 @@
 """A SchemaMigration's status reads as kstatus expects at each phase of a migration.
 
 Helm 4 `--wait` and Flux (`wait: true`, HelmRelease) decide "done", "still going" or "failed"
-with kstatus (sigs.k8s.io/cli-utils, pkg/kstatus). :func:`kstatus` below follows the rules of
-its README (`pkg/kstatus/README.md`) and of the generic checks it describes
-(`pkg/kstatus/status/generic.go`, `checkGenericProperties` / `checkGeneration`, and
-`status.go`, `Compute`), in this order:
+with kstatus (sigs.k8s.io/cli-utils, pkg/kstatus). :func:`kstatus` below copies what
+``status.Compute`` does for a custom resource, rule by rule, with its source:
 
-1. ``metadata.deletionTimestamp`` set: Terminating.
-2. ``status.observedGeneration`` present and different from ``metadata.generation``:
-   InProgress (the controller has not seen the latest spec).
-3. a ``Reconciling`` condition with status True: InProgress.
-4. a ``Stalled`` condition with status True: Failed.
-5. the ``Ready`` condition (README, "The Ready Condition"): False is InProgress, True is
-   Current.
-6. otherwise: Current (kstatus assumes a resource without known conditions is reconciled).
+1. ``metadata.deletionTimestamp`` set and not empty: Terminating (``generic.go``,
+   ``checkGenericProperties``).
+2. ``metadata.generation`` and ``status.observedGeneration`` both present and different:
+   InProgress, reason LatestGenerationNotObserved (``generic.go``, ``checkGeneration``). A
+   condition's own ``observedGeneration`` is never read.
+3. the conditions in list order: the first ``Reconciling`` with status True gives InProgress,
+   the first ``Stalled`` with status True gives Failed, whichever comes first in the list
+   (``checkGenericProperties``' loop returns at the first match; it does not look for
+   Reconciling before Stalled).
+4. type-specific rules exist only for built-in kinds (``core.go``, ``legacyTypes`` keyed by
+   GroupKind): none for a SchemaMigration.
+5. the first ``Ready`` condition: True is Current, False and Unknown are InProgress; any other
+   status is skipped (``status.go``, ``checkReadyCondition``, added by kubernetes-sigs/cli-utils
+   PR #109 in 2020, so in every kstatus Helm 4 and Flux use; its README, "The Ready Condition").
+6. otherwise: Current ("Resource is current": kstatus assumes a resource without known
+   conditions is reconciled).
+
+So a resource that is neither Reconciling nor Stalled and has ``Ready=False`` (ApprovalPending,
+a drift with ``onDrift: Fail`` reported without Stalled) is InProgress for ever: Helm 4
+``--wait`` and Flux wait until their timeout, they do not fail at once as for Stalled.
 
 The statuses are produced by the operator's own code (:func:`compute_status`,
 :func:`invalid_spec_status`) from the Jobs and pods Kubernetes shows at each phase, so a change
@@ -30,7 +40,12 @@ from typing import Any
 
 import pytest
 
-from umt_operator.status import compute_status, invalid_spec_status
+from umt_operator.status import (
+    compute_status,
+    invalid_spec_status,
+    make_condition,
+    set_condition,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -46,13 +61,18 @@ def kstatus(resource: dict[str, Any]) -> str:
     if "generation" in metadata and "observedGeneration" in status:
         if status["observedGeneration"] != metadata["generation"]:
             return IN_PROGRESS
-    conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
-    if conditions.get("Reconciling") == "True":
-        return IN_PROGRESS
-    if conditions.get("Stalled") == "True":
-        return FAILED
-    if conditions.get("Ready") == "False":
-        return IN_PROGRESS
+    conditions = status.get("conditions") or []
+    for condition in conditions:
+        if condition.get("status") == "True" and condition.get("type") == "Reconciling":
+            return IN_PROGRESS
+        if condition.get("status") == "True" and condition.get("type") == "Stalled":
+            return FAILED
+    for condition in conditions:
+        if condition.get("type") == "Ready":
+            if condition.get("status") == "True":
+                return CURRENT
+            if condition.get("status") in ("False", "Unknown"):
+                return IN_PROGRESS
     return CURRENT
 
 
@@ -63,26 +83,49 @@ def _cond(type_: str, status: str) -> dict[str, str]:
     return {"type": type_, "status": status, "reason": "R", "message": "m"}
 
 
+def _cond(type_: str, status: str, generation: int | None = None) -> dict[str, Any]:
+    condition: dict[str, Any] = {"type": type_, "status": status, "reason": "R", "message": "m"}
+    if generation is not None:
+        condition["observedGeneration"] = generation
+    return condition
+
+
+def _seen(*conditions: dict[str, Any]) -> dict[str, Any]:
+    return {"observedGeneration": 1, "conditions": list(conditions)}
+
+
+# One row per rule of the docstring (and per way a rule can be misread), each with the result
+# kstatus' Compute gives.
 @pytest.mark.parametrize(
     ("metadata", "status", "expected"),
     [
         ({"generation": 1, "deletionTimestamp": "2025-03-01T12:00:00Z"}, {}, TERMINATING),
-        ({"generation": 2}, {"observedGeneration": 1, "conditions": [_cond("Ready", "True")]},
+        ({"generation": 1, "deletionTimestamp": ""}, {}, CURRENT),
+        ({"generation": 2}, _seen(_cond("Ready", "True")) | {"observedGeneration": 1},
          IN_PROGRESS),
         ({"generation": 1}, {"observedGeneration": -1}, IN_PROGRESS),
-        ({"generation": 1}, {"observedGeneration": 1, "conditions": [_cond("Reconciling", "True"),
-                                                                     _cond("Stalled", "True")]},
+        ({}, _seen(_cond("Ready", "True")) | {"observedGeneration": 7}, CURRENT),
+        ({"generation": 1}, _seen(_cond("Reconciling", "True"), _cond("Stalled", "True")),
          IN_PROGRESS),
-        ({"generation": 1}, {"observedGeneration": 1, "conditions": [_cond("Stalled", "True")]},
+        ({"generation": 1}, _seen(_cond("Stalled", "True"), _cond("Reconciling", "True")),
          FAILED),
-        ({"generation": 1}, {"observedGeneration": 1, "conditions": [_cond("Ready", "False")]},
-         IN_PROGRESS),
-        ({"generation": 1}, {"observedGeneration": 1, "conditions": [_cond("Ready", "True")]},
-         CURRENT),
+        ({"generation": 1}, _seen(_cond("Stalled", "True")), FAILED),
+        ({"generation": 1}, _seen(_cond("Ready", "True"), _cond("Stalled", "True")), FAILED),
+        ({"generation": 1}, _seen(_cond("Stalled", "False"), _cond("Reconciling", "False"),
+                                  _cond("Ready", "False")), IN_PROGRESS),
+        ({"generation": 1}, _seen(_cond("Ready", "Unknown")), IN_PROGRESS),
+        ({"generation": 1}, _seen(_cond("Ready", "Maybe"), _cond("Ready", "True")), CURRENT),
+        ({"generation": 1}, _seen(_cond("Ready", "True")), CURRENT),
+        ({"generation": 2}, {"observedGeneration": 2,
+                             "conditions": [_cond("Ready", "True", generation=1)]}, CURRENT),
+        ({"generation": 1}, _seen(_cond("Drifted", "True")), CURRENT),
         ({"generation": 1}, {}, CURRENT),
     ],
-    ids=["deleting", "generation-not-observed", "crd-default-minus-one", "reconciling-first",
-         "stalled", "ready-false", "ready-true", "no-conditions"],
+    ids=["deleting", "empty-deletion-timestamp", "generation-not-observed",
+         "crd-default-minus-one", "no-generation-no-check", "reconciling-listed-first",
+         "stalled-listed-first", "stalled", "stalled-beats-ready", "ready-false-alone",
+         "ready-unknown", "odd-ready-status-skipped", "ready-true",
+         "condition-generation-not-read", "other-conditions-ignored", "no-conditions"],
 )
 def test_kstatus_rules(metadata: dict, status: dict, expected: str) -> None:
     assert kstatus({"metadata": metadata, "status": status}) == expected
@@ -195,6 +238,77 @@ def operator_phases() -> list[Phase]:
         Phase("invalid spec", _resource(1, invalid_spec_status(
             1, None, "targetRevision 'head-1' is relative", now=NOW)),
               FAILED, "Degraded"),
+        Phase("retrying after a lock timeout", _resource(1, _computed(
+            1, _job(job1, active=1, failed=1),
+            [_pod(job1, _terminated(1, LOCK_TIMEOUT), "Failed"),
+             _pod(job1, {"running": {"startedAt": T1}}, "Running")])),
+              IN_PROGRESS, "Progressing"),
+        Phase("lock timeout, out of retries", _resource(1, _computed(
+            1, _job(job1, ("FailureTarget", "BackoffLimitExceeded"),
+                    ("Failed", "BackoffLimitExceeded"), failed=6),
+            [_pod(job1, _terminated(1, LOCK_TIMEOUT), "Failed")])),
+              FAILED, "Degraded"),
+        *review_phases(ready),
+    ]
+
+
+LOCK_TIMEOUT = {
+    "ok": False, "direction": "upgrade", "fromRevision": FIRST, "toRevision": FIRST,
+    "targetRevision": HEAD, "applied": [], "durationSeconds": 10.4,
+    "error": {"reason": "LockTimeout", "revision": HEAD,
+              "message": f"revision {HEAD} could not lock table users in 5 attempts (lock_timeout "
+                         "2 s); blocked by pid 4242: UPDATE users SET last_seen = now()"}}
+DIGEST = "sha256:" + "9f2c4e7a" * 8
+
+
+def _written(status: dict[str, Any], state: str, reason: str, message: str,
+             *extra: dict[str, Any]) -> dict[str, Any]:
+    """``status`` with the kstatus conditions as the operator writes them for ``state``
+    ("ready", "progressing", "stalled" or "waiting": none of the three), plus ``extra``."""
+    conditions = list(status.get("conditions") or [])
+    for type_, value in (("Ready", state == "ready"), ("Reconciling", state == "progressing"),
+                         ("Stalled", state == "stalled")):
+        conditions = set_condition(conditions, make_condition(
+            type_, value, reason, message, generation=1, now=NOW))
+    for condition in extra:
+        conditions = set_condition(conditions, condition)
+    return {**status, "observedGeneration": 1, "message": message, "conditions": conditions}
+
+
+def review_phases(ready: dict[str, Any]) -> list[Phase]:
+    """Statuses of the reasons being added (issues 13, 14 and 17) that ``compute_status`` does
+    not write yet: built with the operator's own condition helpers, in the shapes DESIGN.md's
+    status section gives them, so the Argo CD check and kstatus are pinned before the code."""
+    job1 = "umt-schema-1-k2x9"
+    drift = make_condition("Drifted", True, "Drifted", "the live schema differs from the models: "
+                           "1 extra column users.nickname", generation=1, now=NOW)
+    pending = (f"ApprovalPending: plan {DIGEST} (1 step, 1 unaccepted finding) waits for "
+               "approval: set spec.review.approvedPlanDigest to that digest")
+    return [
+        Phase("job rejected by the API server", _resource(1, _written(
+            {"jobName": job1}, "stalled", "JobRejected", f'JobRejected: Job.batch "{job1}" is '
+            "invalid: spec.template.spec.serviceAccountName: Invalid value: \"Bad_Name\"")),
+              FAILED, "Degraded"),
+        Phase("pod rejected by admission", _resource(1, _written(
+            {"jobName": job1}, "stalled", "PodRejected", f"pod of Job {job1} cannot be created: "
+            'violates PodSecurity "restricted:latest"')),
+              FAILED, "Degraded"),
+        Phase("pod waits for a quota", _resource(1, _written(
+            {"jobName": job1}, "progressing", "JobCreated", f"pod of Job {job1} cannot be "
+            "created yet: exceeded quota: umt-quota")),
+              IN_PROGRESS, "Progressing"),
+        Phase("policy denied", _resource(1, _written(
+            {}, "stalled", "PolicyDenied", "PolicyDenied: image evil.example/x:1 is not allowed")),
+              FAILED, "Degraded"),
+        Phase("approval pending", _resource(1, _written(
+            {"plan": {"digest": DIGEST}}, "waiting", "ApprovalPending", pending)),
+              IN_PROGRESS, "Suspended"),
+        Phase("drifted, onDrift Fail", _resource(1, _written(
+            ready, "waiting", "Drifted", "Drifted: " + drift["message"], drift)),
+              IN_PROGRESS, "Degraded"),
+        Phase("drifted, onDrift Report", _resource(1, _written(
+            ready, "ready", "Succeeded", ready["message"], drift)),
+              CURRENT, "Healthy"),
     ]
 
 
