@@ -450,8 +450,10 @@ def test_operator_dir_is_the_chart_rendered_and_never_a_python_package(tmp_path:
     rendered = subprocess.run([str(ROOT / "scripts" / "render-manifests"), str(tmp_path)],
                               capture_output=True, text=True, timeout=120)
     assert rendered.returncode == 0, rendered.stderr
-    files = sorted(p.name for p in (ROOT / "operator").iterdir())
-    assert files == ["crd.yaml", "kustomization.yaml", "operator.yaml"]
+    files = sorted(str(p.relative_to(ROOT / "operator"))
+                   for p in (ROOT / "operator").rglob("*") if p.is_file())
+    assert files == ["crd/crd.yaml", "crd/kustomization.yaml", "image-fields.yaml",
+                     "kustomization.yaml", "operator.yaml"]
     for name in files:
         assert (ROOT / "operator" / name).read_text() == (tmp_path / name).read_text(), \
             f"operator/{name} is stale: run `make manifests`"
@@ -459,7 +461,7 @@ def test_operator_dir_is_the_chart_rendered_and_never_a_python_package(tmp_path:
 
 
 def test_the_plain_install(rendered: dict[str, Objects]) -> None:
-    docs = [d for name in ("crd.yaml", "operator.yaml")
+    docs = [d for name in ("crd/crd.yaml", "operator.yaml")
             for d in yaml.safe_load_all((ROOT / "operator" / name).read_text()) if d]
     kinds = [d["kind"] for d in docs]
     assert kinds[:2] == ["CustomResourceDefinition", "Namespace"]
@@ -469,6 +471,8 @@ def test_the_plain_install(rendered: dict[str, Objects]) -> None:
     assert all(d["metadata"].get("namespace", NAMESPACE) == NAMESPACE for d in docs)
     assert all(d["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "kubectl" for d in docs)
     kustomization = yaml.safe_load((ROOT / "operator" / "kustomization.yaml").read_text())
-    assert kustomization["resources"] == ["crd.yaml", "operator.yaml"]
+    assert kustomization["resources"] == ["operator.yaml"]  # the CRD lives apart: operator/crd/
+    crd_only = yaml.safe_load((ROOT / "operator" / "crd" / "kustomization.yaml").read_text())
+    assert crd_only["resources"] == ["crd.yaml"]
     assert sorted(kinds) == sorted(["CustomResourceDefinition", "Namespace"] + [
         o["kind"] for o in rendered["default"] if o["kind"] != "CustomResourceDefinition"])
