@@ -7,7 +7,9 @@ Argo CD evaluates these scripts with gopher-lua 1.1 (Lua 5.1) in ``util/lua/lua.
 the global ``obj`` (``decodeValue``) and the script runs with ``l.DoString``. ``UseOpenLibs`` is
 true only for a health check whose ``resource.customizations.useOpenLibs.<group>_<kind>`` is
 "true" (``GetHealthScript``) and for Argo CD's built-in scripts; resource actions and discovery
-always run without it (the API server's ``lua.VM{}``; ``custom_actions_test.go`` says the same).
+always run without it (``server/application/application.go`` builds ``lua.VM{ResourceOverrides:
+...}`` for ``RunResourceAction`` and ``getAvailableActions``; ``custom_actions_test.go`` keeps
+``UseOpenLibs`` off "to ensure tests reflect the same privileges that API server has").
 
 What a script gets WITHOUT open libraries, from those sources (gopher-lua ``baselib.go``,
 ``loadlib.go``, ``tablelib.go``, ``auxlib.go`` ``RegisterModule``; argo-cd ``oslib_safe.go``):
@@ -108,6 +110,9 @@ else
 end
 local script = assert(loadstring(source, chunkname))
 setfenv(script, env)
+-- Argo CD stops a script after 1 s (context.WithTimeout in runLua); a budget of instructions
+-- stands in for it, so a loop that never ends fails here too instead of hanging the suite.
+debug.sethook(function() error("the script ran too long (Argo CD allows 1 s)") end, "", 1e7)
 return script()
 """
 

@@ -91,6 +91,14 @@ def test_a_script_using_the_string_library_fails_only_without_open_libs(tmp_path
         "status": "Degraded", "message": "abc"}
 
 
+def test_a_script_that_never_ends_fails(tmp_path: Path) -> None:
+    script = tmp_path / "loop.lua"
+    script.write_text("while true do end")
+    for mode in MODES:
+        with pytest.raises(argocd_lua.LuaError, match="ran too long"):
+            argocd_lua.run(script, {}, mode)
+
+
 def test_objects_arrive_as_argo_cd_decodes_them(tmp_path: Path) -> None:
     script = tmp_path / "shape.lua"
     script.write_text("return {n = #obj.items, last = obj.items[#obj.items], absent = obj.gone,"
