@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .argtypes import seconds
+from .argtypes import bounded_seconds, count, seconds
 
 log = logging.getLogger("umt_migrations")
 
@@ -75,8 +75,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lock-timeout", type=seconds, default=300.0, metavar="S",
                    help="seconds to wait for another migration to finish (default 300)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and SQL; change nothing")
+    _add_safety(p)
     _add_waiter_and_gate(sub, common)
     return parser
+
+
+def _add_safety(p: argparse.ArgumentParser) -> None:
+    """Bounds that keep a migration from stalling a busy database (README, "Busy databases")."""
+    from .safety import (
+        DEFAULT_CONNECT_TIMEOUT,
+        DEFAULT_LOCK_RETRIES,
+        DEFAULT_STEP_LOCK_TIMEOUT,
+        MAX_CONNECT_SECONDS,
+        MAX_LOCK_RETRIES,
+        MAX_SECONDS,
+    )
+
+    p.add_argument("--step-lock-timeout", type=bounded_seconds(MAX_SECONDS, zero_means="off"),
+                   default=DEFAULT_STEP_LOCK_TIMEOUT, metavar="S",
+                   help="longest a revision's statement waits for a table lock before the "
+                   f"revision is rolled back and retried (default {DEFAULT_STEP_LOCK_TIMEOUT:g}; "
+                   "0: no limit)")
+    p.add_argument("--lock-retries", type=count(MAX_LOCK_RETRIES), default=DEFAULT_LOCK_RETRIES,
+                   metavar="N",
+                   help="retries of a revision after a lock timeout or a deadlock, with "
+                   f"jittered exponential back-off (default {DEFAULT_LOCK_RETRIES}: "
+                   f"{DEFAULT_LOCK_RETRIES + 1} attempts)")
+    p.add_argument("--statement-timeout", type=bounded_seconds(MAX_SECONDS, zero_means="off"),
+                   default=0.0, metavar="S",
+                   help="longest a single statement may run (default 0: no limit)")
+    p.add_argument("--connect-timeout", type=bounded_seconds(MAX_CONNECT_SECONDS),
+                   default=DEFAULT_CONNECT_TIMEOUT, metavar="S",
+                   help=f"longest a connection attempt may take (default "
+                   f"{DEFAULT_CONNECT_TIMEOUT:g})")
 
 
 def _add_waiter_and_gate(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -121,6 +152,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         from . import gate
 
         return gate.run(args)
+    from .connectbounds import bounded_connections
+
+    with bounded_connections():  # a connect timeout and keepalives for env.py's engines too
+        return _alembic_command(args)
+
+
+def _alembic_command(args: argparse.Namespace) -> int:
+    name = args.command
     from . import commands
     from .project import Project
 
@@ -153,6 +192,7 @@ def _migrate(args: argparse.Namespace) -> int:
     from .project import Project, ProjectError
     from .report import Report, report_destination, write_report
     from .runner import MigrateRequest, exit_code, migrate
+    from .safety import Safety
     from .urls import InvalidURL
 
     request = MigrateRequest(
@@ -161,6 +201,12 @@ def _migrate(args: argparse.Namespace) -> int:
         lock_timeout=args.lock_timeout,
         dry_run=args.dry_run,
         report_path=report_destination(args.report),
+        safety=Safety(
+            step_lock_timeout=args.step_lock_timeout or None,
+            statement_timeout=args.statement_timeout or None,
+            lock_retries=args.lock_retries,
+            connect_timeout=args.connect_timeout,
+        ),
     )
     try:
         project = Project.locate(getattr(args, "config", None), getattr(args, "url", None))

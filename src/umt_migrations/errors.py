@@ -29,6 +29,9 @@ INVALID_SPEC = "InvalidSpec"
 #: stopped by SIGTERM. Both exit 1, so the Job retries them.
 LOCK_TIMEOUT = "LockTimeout"
 INTERRUPTED = "Interrupted"
+#: A statement ran longer than ``--statement-timeout`` (or the revision's own
+#: ``statement_timeout``): exit 3, since a blind retry would repeat the same long work.
+STATEMENT_TIMEOUT = "StatementTimeout"
 
 EXIT_CODES: dict[str, ExitCode] = {
     DOWNGRADE_NOT_ALLOWED: ExitCode.INVALID,
@@ -36,6 +39,7 @@ EXIT_CODES: dict[str, ExitCode] = {
     MULTIPLE_HEADS: ExitCode.INVALID,
     INVALID_SPEC: ExitCode.INVALID,
     MIGRATION_FAILED: ExitCode.FAILED,
+    STATEMENT_TIMEOUT: ExitCode.FAILED,
     DATABASE_UNAVAILABLE: ExitCode.TRANSIENT,
     LOCK_TIMEOUT: ExitCode.TRANSIENT,
     INTERRUPTED: ExitCode.TRANSIENT,
@@ -48,11 +52,20 @@ class MigrationError(Exception):
     The message must already be free of secrets: build it with :mod:`umt_migrations.urls`.
     """
 
-    def __init__(self, reason: str, message: str, *, revision: str | None = None) -> None:
+    def __init__(
+        self,
+        reason: str,
+        message: str,
+        *,
+        revision: str | None = None,
+        extra: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
         self.revision = revision
+        #: more fields of the report's ``error`` (``blocker`` of a LockTimeout, say)
+        self.extra = extra or {}
 
     @property
     def exit_code(self) -> ExitCode:

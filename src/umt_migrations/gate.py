@@ -140,12 +140,16 @@ def _check(project: Project, script: ScriptDirectory, heads: tuple[str, ...],
            deadline: float) -> Verdict:
     import sqlalchemy as sa
 
+    from .connectbounds import ConnectBounds, bounded_connections
     from .envrun import read_current
     from .urls import describe_target, password_of, scrub
 
+    # A bounded attempt (connect timeout, keepalives), for env.py's own engine too.
+    bounds = ConnectBounds(connect_timeout=min(MAX_CONNECT_SECONDS,
+                                               max(1.0, deadline - time.monotonic())))
     try:  # through env.py, as ``alembic current`` reads it
-        current = read_current(project, script,
-                               connect_args=_connect_args(project.url, deadline))
+        with bounded_connections(bounds):
+            current = read_current(project, script)
     except sa.exc.DBAPIError as exc:
         detail = " ".join(str(exc.orig).split())[:300] or type(exc.orig).__name__
         detail = scrub(detail, password_of(project.url))
@@ -153,15 +157,6 @@ def _check(project: Project, script: ScriptDirectory, heads: tuple[str, ...],
                        f"{describe_target(project.url)} ({detail}); expected head "
                        f"{_revisions(heads)}")
     return judge(heads, current, lambda rev: _known(script, rev))
-
-
-def _connect_args(url: str, deadline: float) -> dict[str, int]:
-    """A bounded connection attempt for the drivers that support one."""
-    from sqlalchemy.engine import make_url
-
-    seconds = int(min(MAX_CONNECT_SECONDS, max(1.0, deadline - time.monotonic())))
-    driver = make_url(url).get_driver_name()
-    return {"connect_timeout": seconds} if driver in ("psycopg2", "pymysql") else {}
 
 
 def _known(script: ScriptDirectory, rev: str) -> bool:

@@ -15,15 +15,16 @@ import os
 import signal
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.pool import Pool
 
-_state = {"fired": False}
+_state = {"fired": False, "guarded": False}
+T = TypeVar("T")
 _connections: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
@@ -68,6 +69,7 @@ def sigterm_guard() -> Iterator[None]:
         yield  # signals reach the main thread only (library use from a worker thread)
         return
     sa.event.listen(Pool, "connect", _track)
+    _state["guarded"] = True
     read_end, write_end = os.pipe()
     os.set_blocking(write_end, False)
     previous = signal.signal(signal.SIGTERM, _handle)
@@ -77,6 +79,7 @@ def sigterm_guard() -> Iterator[None]:
     try:
         yield
     finally:
+        _state["guarded"] = False
         signal.set_wakeup_fd(previous_fd)
         signal.signal(signal.SIGTERM, previous)
         os.close(write_end)  # ends the watcher
@@ -92,3 +95,46 @@ def _watch(read_end: int) -> None:
             return
         if signal.SIGTERM in data:
             _cancel_all()
+
+
+def connect_interruptibly(connect: Callable[[], T]) -> T:
+    """Run a blocking driver connect so that SIGTERM still ends the run at once.
+
+    libpq's connect loops inside C until it connects or times out, so Python's handler would
+    run only then (up to the connect timeout later, or never without one). Inside the guard
+    the connect runs in a helper thread and the main thread waits in short, interruptible
+    steps; a connection that arrives after the run was interrupted is closed.
+    """
+    if not _state["guarded"] or threading.current_thread() is not threading.main_thread():
+        return connect()
+    box: dict[str, Any] = {}
+    lock = threading.Lock()
+    done = threading.Event()
+
+    def work() -> None:
+        try:
+            result: Any = connect()
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            box["error"] = exc
+        else:
+            with lock:
+                if box.get("abandoned"):
+                    result.close()
+                else:
+                    box["result"] = result
+        finally:
+            done.set()
+
+    threading.Thread(target=work, name="db-connect", daemon=True).start()
+    try:
+        while not done.wait(0.1):
+            pass
+    except BaseException:
+        with lock:
+            box["abandoned"] = True
+            if "result" in box:
+                box["result"].close()
+        raise
+    if "error" in box:
+        raise box["error"]
+    return box["result"]  # type: ignore[no-any-return]

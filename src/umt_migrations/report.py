@@ -30,13 +30,23 @@ class Report:
     durationSeconds: float = 0.0  # noqa: N815
     dryRun: bool = False  # noqa: N815
     database: str | None = None  #: host/database, never credentials
-    error: dict[str, str] | None = None  #: {reason, message, revision?}
+    error: dict[str, str] | None = None  #: {reason, message, revision?, blocker?, attempts?}
+    #: runs of env.py: 1, plus one per retry after a lock timeout or a deadlock
+    attempts: int = 0
+    #: each failed attempt: {revision, attempt, reason, waitedSeconds, blocker, message,
+    #: backoffSeconds?}; omitted when empty
+    retries: list[dict[str, Any]] = field(default_factory=list)
+    #: bounds revisions declared in their own files: {revision: {lockTimeout?, statementTimeout?}}
+    declared: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: the bounds the run used: {stepLockTimeoutSeconds, statementTimeoutSeconds, lockRetries,
+    #: connectTimeoutSeconds}
+    safety: dict[str, Any] | None = None
 
     def to_json(self, limit: int = MAX_BYTES) -> str:
         """Compact JSON no larger than ``limit`` bytes (UTF-8)."""
         data = asdict(self)
-        for optional in ("error", "database"):
-            if data[optional] is None:
+        for optional in ("error", "database", "safety", "retries", "declared"):
+            if not data[optional]:
                 del data[optional]
         data["durationSeconds"] = round(self.durationSeconds, 3)
         text = _dump(data)
@@ -50,8 +60,15 @@ def _dump(data: dict[str, Any]) -> str:
 
 
 def _shrink(data: dict[str, Any], limit: int) -> str:
+    retries = data.get("retries") or []
+    for retry in retries:  # the blockers stay; the messages repeat them
+        if len(_dump(data).encode()) <= limit:
+            break
+        retry.pop("message", None)
+    while len(retries) > 1 and len(_dump(data).encode()) > limit:
+        del retries[: max(1, len(retries) // 2)]  # the latest attempts matter most
     error = data.get("error")
-    if error and error.get("message"):
+    if error and len(_dump(data).encode()) > limit and error.get("message"):
         message = error["message"]
         excess = len(_dump(data).encode()) - limit
         keep = max(0, len(message) - excess - 16)

@@ -23,19 +23,25 @@ from sqlalchemy.pool import NullPool
 
 from . import graph
 from .envrun import group_commit, offline_sql, read_heads, run_env
+from .connectbounds import ConnectBounds, bounded_connections
 from .errors import (
     DATABASE_UNAVAILABLE,
     EXIT_CODES,
     INTERRUPTED,
     INVALID_SPEC,
+    LOCK_TIMEOUT,
     MIGRATION_FAILED,
+    STATEMENT_TIMEOUT,
     ExitCode,
     MigrationError,
 )
 from .interrupt import Interrupted, sigterm_guard, was_interrupted
 from .locking import migration_lock
+from .lockwatch import LockWatch
 from .project import Project
 from .report import Report, write_report
+from .safety import DEADLOCK, LOCK, STATEMENT, Safety, backoff, failure_kind
+from .stepguard import StepGuard
 from .urls import describe_target, password_of, scrub
 
 log = logging.getLogger("umt_migrations.migrate")
@@ -52,15 +58,18 @@ class MigrateRequest:
     lock_timeout: float = 300.0
     dry_run: bool = False
     report_path: Path | None = None
+    safety: Safety = field(default_factory=Safety)
 
 
 def migrate(project: Project, request: MigrateRequest, out: TextIO = sys.stdout) -> Report:
     """Move the project's database to ``request.target``; never raises, always reports."""
     started = time.monotonic()
     report = Report(ok=False, database=describe_target(project.url))
+    report.safety = request.safety.describe()
     if request.report_path is not None:  # relative to where we were started, not the workdir
         request = replace(request, report_path=request.report_path.absolute())
-    with project.running():
+    bounds = ConnectBounds(connect_timeout=request.safety.connect_timeout)
+    with project.running(), bounded_connections(bounds):
         try:
             script = ScriptDirectory.from_config(project.alembic_config())
             # bad targets fail before any connection
@@ -110,6 +119,8 @@ class _Run:
     plan: graph.Plan | None = None
     done: list[str] = field(default_factory=list)
     running: str | None = None
+    origin: graph.Plan | None = None  #: the first attempt's plan (what the run set out to do)
+    guard: StepGuard | None = None
 
     @property
     def connection(self) -> sa.Connection:
@@ -161,13 +172,58 @@ def _run_under_lock(run: _Run) -> None:
 
 
 def _apply(run: _Run) -> None:
+    """Run ``env.py`` until the plan is applied, retrying a revision that timed out on a lock.
+
+    A retry runs ``env.py`` again: it reads the heads again and plans from there, so revisions
+    that committed are never repeated, and one that was rolled back runs whole.
+    """
+    safety = run.request.safety
+    watch = LockWatch(run.engine.connect)
+    run.guard = guard = StepGuard(safety, watch)
+    failures = 0  # consecutive failed attempts of the revision now failing
+    failing: str | None = None
+    try:
+        while True:
+            run.report.attempts += 1
+            try:
+                _apply_once(run, guard)
+                return
+            except Exception as exc:
+                kind = failure_kind(exc)
+                step = guard.step
+                if kind not in (LOCK, DEADLOCK) or was_interrupted() or step is None:
+                    raise
+                if step.changed(guard):
+                    raise _not_retried(run, kind, exc) from exc
+                failures = failures + 1 if step.revision == failing else 1
+                failing = step.revision
+                retry = _record_retry(run, kind, failures, exc)
+                if failures > safety.lock_retries:
+                    raise _out_of_attempts(run, kind, failures, retry) from exc
+                delay = backoff(failures)
+                retry["backoffSeconds"] = round(delay, 3)
+                log.warning(
+                    "revision %s: attempt %d of %d failed (%s); retrying in %.1f s",
+                    step.revision, failures, safety.lock_retries + 1, retry["message"], delay,
+                )
+                run.running, guard.step = None, None
+                time.sleep(delay)
+    finally:
+        guard.end()
+        watch.close()
+        run.report.declared = guard.declared
+
+
+def _apply_once(run: _Run, guard: StepGuard) -> None:
     """One ``env.py`` run that reads the heads, plans, and applies the plan's steps."""
 
-    def steps_for(heads: tuple[str, ...], _context: Any) -> Iterator[MigrationStep]:
+    def steps_for(heads: tuple[str, ...], context: Any) -> Iterator[MigrationStep]:
         run.current = tuple(sorted(heads))
         run.plan = plan = graph.plan_move(
             run.script, heads, run.request.target, allow_downgrade=run.request.allow_downgrade
         )
+        if run.origin is None:
+            run.origin = plan
         if plan.direction != "none":
             log.info(
                 "%s %s -> %s: %d step(s)",
@@ -176,7 +232,7 @@ def _apply(run: _Run) -> None:
                 graph.format_heads(plan.target) or "base",
                 len(plan.steps),
             )
-        return _recording(plan, run)
+        return guard.wrap(_recording(plan, run), context)
 
     run_env(run.project, run.script, run.connection, steps_for, per_migration=True)
 
@@ -188,7 +244,8 @@ def _recording(plan: graph.Plan, run: _Run) -> Iterator[MigrationStep]:
         run.running = revision
         began = time.monotonic()
         yield step
-        run.done.append(revision)
+        if revision not in run.done:  # a retry of a run-wide transaction repeats it
+            run.done.append(revision)
         run.running = None
         doc = (step.revision.doc or "").strip().splitlines()  # type: ignore[attr-defined]
         log.info(
@@ -200,9 +257,79 @@ def _recording(plan: graph.Plan, run: _Run) -> Iterator[MigrationStep]:
         )
 
 
+def _blocker(run: _Run) -> str | None:
+    watch = run.guard.watch if run.guard else None
+    return watch.blockers[0].describe() if watch and watch.blockers else None
+
+
+def _record_retry(run: _Run, kind: str, failures: int, exc: BaseException) -> dict[str, Any]:
+    """One failed attempt, as the log and the report's ``retries`` list say it."""
+    guard = run.guard
+    assert guard is not None and guard.step is not None
+    step, watch = guard.step, guard.watch
+    what = "deadlock" if kind == DEADLOCK else "lock timeout"
+    waited = time.monotonic() - watch.started
+    blocker = _blocker(run)
+    bound = step.bounds.lock_timeout
+    limit = f" of {bound:g} s" if bound is not None and kind == LOCK else ""
+    message = f"{what}{limit} after {waited:.1f} s"
+    if blocker:
+        message += f", waiting on {blocker}"
+    elif kind == DEADLOCK:
+        message += f": {_first_lines(getattr(exc, 'orig', None) or exc, run.project, 2)}"
+    retry: dict[str, Any] = {
+        "revision": step.revision,
+        "attempt": failures,
+        "reason": "Deadlock" if kind == DEADLOCK else LOCK_TIMEOUT,
+        "waitedSeconds": round(waited, 3),
+        "blocker": blocker,
+    }
+    run.report.retries.append(retry)
+    return {**retry, "message": message}
+
+
+def _out_of_attempts(
+    run: _Run, kind: str, failures: int, retry: dict[str, Any]
+) -> MigrationError:
+    revision = retry["revision"]
+    error = MigrationError(
+        LOCK_TIMEOUT,
+        f"revision {revision} could not get its locks in {failures} attempt(s) (last: "
+        f"{retry['message']}); nothing of it stayed and the database is at the last committed "
+        "revision; the Job will retry",
+        revision=revision,
+        extra={"attempts": str(failures), **({"blocker": retry["blocker"]} if retry["blocker"] else {})},
+    )
+    log.error("revision %s: attempt %d of %d failed (%s); giving up", revision, failures,
+              run.request.safety.lock_retries + 1, retry["message"])
+    return error
+
+
+def _not_retried(run: _Run, kind: str, exc: BaseException) -> MigrationError:
+    """A lock failure after the revision changed what a rollback cannot undo."""
+    assert run.guard is not None and run.guard.step is not None
+    step = run.guard.step
+    what = "a deadlock" if kind == DEADLOCK else "a lock timeout"
+    why = (
+        "after statements it ran in autocommit_block()"
+        if step.outside_transaction
+        else "after some of its statements had already committed (MySQL/MariaDB DDL is not "
+        "transactional)"
+    )
+    blocker = _blocker(run)
+    detail = _first_lines(getattr(exc, "orig", None) or exc, run.project, 2)
+    return MigrationError(
+        MIGRATION_FAILED,
+        f"revision {step.revision} failed with {what} {why}, so it is not retried"
+        + (f" (waiting on {blocker})" if blocker else "")
+        + f": {detail}. Check what it left behind before running it again",
+        revision=step.revision,
+    )
+
+
 def _describe_plan(run: _Run) -> graph.Plan | None:
     """Copy the plan into the report; None when the run was refused before planning."""
-    report, plan = run.report, run.plan
+    report, plan = run.report, run.origin or run.plan
     if plan is None:  # refused before any step: the database is where it was
         if run.current is not None:
             report.fromRevision = report.toRevision = graph.format_heads(run.current)
@@ -289,6 +416,32 @@ def _failure(run: _Run, exc: BaseException) -> MigrationError:
         return MigrationError(INTERRUPTED, _interrupted_message(run))
     if isinstance(exc, sa.exc.OperationalError) and run.running is None and not run.done:
         return _unavailable(run.project, exc)
+    step = run.guard.step if run.guard else None
+    if step is not None and failure_kind(exc) == STATEMENT:
+        limit = step.bounds.statement_timeout
+        bound = f" of {limit:g} s" if limit else ""
+        log.error("revision %s exceeded the statement timeout%s", step.revision, bound)
+        return MigrationError(
+            STATEMENT_TIMEOUT,
+            f"revision {step.revision} exceeded the statement timeout{bound} and was stopped"
+            + (" (its completed statements stay: MySQL/MariaDB DDL is not transactional)"
+               if step.changed(run.guard) else " and rolled back")  # type: ignore[arg-type]
+            + "; raise --statement-timeout or declare statement_timeout in the revision",
+            revision=step.revision,
+        )
+    if (
+        step is not None
+        and isinstance(exc, sa.exc.DBAPIError)
+        and exc.connection_invalidated
+        and not step.changed(run.guard)  # type: ignore[arg-type]
+    ):  # a cut network or a server that went away mid-revision: nothing of it stayed
+        detail = _first_lines(exc.orig or exc, run.project, 2)
+        return MigrationError(
+            DATABASE_UNAVAILABLE,
+            f"lost the connection to {describe_target(run.project.url)} during revision "
+            f"{step.revision}, which was rolled back: {detail}; the Job will retry",
+            revision=step.revision,
+        )
     where = f"revision {run.running}" if run.running else "env.py"
     detail = _first_lines(getattr(exc, "orig", None) or exc, run.project)
     log.error("%s failed: %s", where, detail)
@@ -305,6 +458,7 @@ def _fail(report: Report, exc: MigrationError) -> None:
     report.error = {"reason": exc.reason, "message": exc.message[:MAX_ERROR_CHARS]}
     if exc.revision:
         report.error["revision"] = exc.revision
+    report.error.update(exc.extra)
 
 
 def _first_lines(exc: BaseException, project: Project, lines: int = 3) -> str:

@@ -24,6 +24,8 @@ DATABASE_UNAVAILABLE: Final = "DatabaseUnavailable"
 #: Transient runner failures (exit 1, retried by the Job): the lock wait timed out, SIGTERM.
 LOCK_TIMEOUT: Final = "LockTimeout"
 INTERRUPTED: Final = "Interrupted"
+#: A statement outlasted the runner's ``--statement-timeout`` (exit 3, not retried).
+STATEMENT_TIMEOUT: Final = "StatementTimeout"
 
 # Failures the Job controller reports.
 DEADLINE_EXCEEDED: Final = "DeadlineExceeded"
@@ -57,6 +59,7 @@ RUNNER_REASONS: Final = frozenset(
         DATABASE_UNAVAILABLE,
         LOCK_TIMEOUT,
         INTERRUPTED,
+        STATEMENT_TIMEOUT,
         INVALID_SPEC,  # a target the runner itself refuses (exit 2)
     }
 )
