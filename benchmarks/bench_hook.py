@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -174,7 +175,7 @@ def measure(target: Target, upgrades: int, timeout: int) -> dict[str, list[float
             helm_run("install", path)
         for round_ in range(upgrades):
             for path in PATHS:
-                times[path].append(timed(lambda path=path: helm_run("upgrade", path)))
+                times[path].append(timed(partial(helm_run, "upgrade", path)))
             print(f"round {round_ + 1}/{upgrades}: " + ", ".join(
                 f"{path} {times[path][-1]:.1f} s" for path in PATHS), file=sys.stderr)
     finally:

@@ -79,7 +79,8 @@ prose kept
 {BEGIN}
 | Key | Type | Default | Description |
 | --- | --- | --- | --- |
-| `image` | object | `{{"repository": "example/app", "tag": ""}}` | The image; its keys need no line of their own. |
+| `image` | object | `{{"repository": "example/app", "tag": ""}}` | The image; its keys \
+need no line of their own. |
 | `replicas` | int | `2` | Replicas \\| of the app. Second line of the description. |
 | `gate.timeoutSeconds` | int | ten minutes | Seconds to wait. |
 | `gate.labels."example.com/team"` | string | `"db"` | A label. |

@@ -34,7 +34,8 @@ def run(path: str, *args: str, as_nobody: bool = False) -> subprocess.CompletedP
     """The script read from stdin by bash (so that any user can read it), on PATH `path`."""
     command = ["/bin/bash", "-s", "--", *args]
     if as_nobody and os.geteuid() == 0:
-        command = [shutil.which("setpriv") or "setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+        setpriv = shutil.which("setpriv") or "setpriv"
+        command = [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
                    *command]
     return subprocess.run(command, input=SCRIPT.read_text(), capture_output=True, text=True,
                           env={"PATH": path, "LANG": "C"}, timeout=60, check=False)
