@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import re
 import sys
 import textwrap
 import urllib.error
@@ -22,7 +23,9 @@ import kubernetes.client
 import kubernetes.watch
 import pytest
 
-from tests.k8s.emulator import EVENTS, JOBS, PODS, SCHEMA_MIGRATIONS, SECRETS, Emulator
+from tests.k8s.apimachinery import ApiError
+from tests.k8s.emulator import EVENTS, JOBS, NAMESPACES, PODS, RESOURCE_QUOTAS, \
+    SCHEMA_MIGRATIONS, SECRETS, Emulator
 from tests.k8s.fixtures import emulator, helm_binary, k8s_api, kopf_operator, kubectl, \
     kubectl_binary, kubelet, kubelet_options  # noqa: F401 - pytest fixtures
 from tests.k8s.kubelet import FakeKubelet
@@ -301,8 +304,6 @@ def test_deleting_an_owner_collects_its_jobs_and_pods(emulator: Emulator) -> Non
 
 
 def test_job_pod_template_is_immutable_and_needs_a_restart_policy(emulator: Emulator) -> None:
-    from tests.k8s.apimachinery import ApiError
-
     emulator.create(JOBS, NS, python_job("fixed", "pass"))
     with pytest.raises(ApiError, match="field is immutable"):
         emulator.patch(JOBS, NS, "fixed", {"spec": {"template": {"spec": {
@@ -639,7 +640,8 @@ def test_kopf_operator_reacts_through_run_kopf(
         ready = emulator.wait_for_object(
             SCHEMA_MIGRATIONS, NS, "s1",
             lambda obj: condition(obj, "Ready") and "create_job" in obj["status"], timeout=10)
-        events = emulator.wait_for(lambda: emulator.list("v1/events", NS))
+        events = emulator.wait_for(lambda: emulator.list(
+            EVENTS, NS, fields="involvedObject.kind=SchemaMigration"))
 
     assert not operator.thread.is_alive() and operator.error is None
     assert ready["status"]["create_job"] == {"jobName": "s1-1"}
@@ -808,3 +810,210 @@ def test_kubectl_describe_shows_the_events_of_a_custom_resource(
     assert "JobRejected" in events and "refused: bad image" in events
     assert "umt-operator" in events  # the From column: source.component
     assert "NoKind" not in events and "OldOne" not in events
+
+
+# --- Refusals: validation, PodSecurity, ResourceQuota; the Job controller's FailedCreate -------
+
+RESTRICTED_MESSAGE = (
+    'violates PodSecurity "restricted:latest": allowPrivilegeEscalation != false (container '
+    '"migrate" must set securityContext.allowPrivilegeEscalation=false), unrestricted '
+    'capabilities (container "migrate" must set securityContext.capabilities.drop=["ALL"]), '
+    'runAsNonRoot != true (pod or container "migrate" must set '
+    'securityContext.runAsNonRoot=true), seccompProfile (pod or container "migrate" must set '
+    'securityContext.seccompProfile.type to "RuntimeDefault" or "Localhost")')
+FAST_RETRY = {"create_backoff": 0.2}
+
+
+def failed_creates(cluster: Emulator, job: str, count: int = 1,
+                   namespace: str = NS) -> list[dict[str, Any]]:
+    def found() -> list[dict[str, Any]]:
+        events = cluster.list(EVENTS, namespace, fields=f"involvedObject.kind=Job,"
+                              f"involvedObject.name={job},reason=FailedCreate")
+        return events if len(events) >= count else []
+
+    return cluster.wait_for(found, message=f"{count} FailedCreate Events on {job}")
+
+
+def test_a_pod_is_validated_as_the_apiserver_does(emulator: Emulator) -> None:
+    """pkg/apis/core/validation `validateContainersOnlyForPod`: no whitespace around an
+    image, on a pod (not on a pod template); 422 with the causes."""
+    code, status = raw_request(emulator, "POST", PODS, body={
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "migrate", "image": "registry/umt:e2e "}]}})
+
+    assert (code, status["reason"]) == (422, "Invalid")
+    assert status["message"] == ('Pod "p" is invalid: spec.containers[0].image: Invalid value: '
+                                 '"registry/umt:e2e ": must not have leading or trailing '
+                                 "whitespace")
+    assert status["details"] == {"name": "p", "kind": "Pod", "causes": [{
+        "reason": "FieldValueInvalid", "field": "spec.containers[0].image",
+        "message": 'Invalid value: "registry/umt:e2e ": must not have leading or trailing '
+                   "whitespace"}]}
+    assert emulator.get(PODS, NS, "p") is None
+
+
+@pytest.mark.parametrize("kubelet_options", [FAST_RETRY])
+def test_the_job_controller_reports_a_refused_pod_as_failed_create_events(
+        emulator: Emulator, kubelet: FakeKubelet) -> None:
+    """Seen on a real 1.36 cluster: the Job is accepted, its pods are refused; the only trace
+    is `FailedCreate` Events, repeated with back-off; the status shows no active pod."""
+    created = emulator.create(JOBS, NS, python_job("spaced", "pass", image="registry/umt:e2e "))
+
+    first, second = failed_creates(emulator, "spaced", count=2)[:2]
+
+    assert first["type"] == "Warning" and first["source"] == {"component": "job-controller"}
+    assert first["involvedObject"] == {
+        "kind": "Job", "namespace": NS, "name": "spaced", "uid": created["metadata"]["uid"],
+        "apiVersion": "batch/v1", "resourceVersion": created["metadata"]["resourceVersion"]}
+    for event in (first, second):
+        assert re.fullmatch(
+            r'Error creating: Pod "spaced-[a-z0-9]{5}" is invalid: spec\.containers\[0\]\.image: '
+            r'Invalid value: "registry/umt:e2e ": must not have leading or trailing whitespace',
+            event["message"]), event["message"]
+    assert first["message"] != second["message"]  # a new generated name each attempt
+    job = emulator.get(JOBS, NS, "spaced")
+    assert job is not None and job["status"]["startTime"] and job["status"]["ready"] == 0
+    assert "active" not in job["status"] and "conditions" not in job["status"]
+    assert job_pods(emulator, "spaced") == [] and kubelet.processes_started == 0
+
+
+@pytest.mark.parametrize("kubelet_options", [FAST_RETRY])
+def test_pod_security_restricted_refuses_pods_of_clients_and_of_the_job_controller(
+        emulator: Emulator, kubelet: FakeKubelet, kubectl: Any) -> None:
+    """k8s.io/pod-security-admission: the namespace's `enforce` level, checked on every new
+    pod; the Job itself is accepted."""
+    emulator.create(NAMESPACES, None, {"metadata": {"name": "locked", "labels": {
+        "pod-security.kubernetes.io/enforce": "restricted"}}})
+
+    refused = kubectl("run", "plain", "-n", "locked", "--image=registry/umt:1.0",
+                      "--restart=Never", "--overrides",
+                      json.dumps({"spec": {"containers": [{"name": "migrate",
+                                                           "image": "registry/umt:1.0"}]}}),
+                      check=False)
+    assert refused.returncode != 0
+    assert f'Error from server (Forbidden): pods "plain" is forbidden: {RESTRICTED_MESSAGE}' \
+        in refused.stderr
+
+    emulator.create(JOBS, "locked", python_job("unsafe", "pass"))
+    (event,) = failed_creates(emulator, "unsafe", namespace="locked")[:1]
+    assert re.fullmatch(r'Error creating: pods "unsafe-[a-z0-9]{5}" is forbidden: '
+                        + re.escape(RESTRICTED_MESSAGE), event["message"]), event["message"]
+
+    safe = python_job("safe", exit_with_report(0, REPORT))
+    safe["spec"]["template"]["spec"]["securityContext"] = {
+        "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    safe["spec"]["template"]["spec"]["containers"][0]["securityContext"] = {
+        "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    emulator.create(JOBS, "locked", safe)
+    emulator.wait_for_object(JOBS, "locked", "safe", lambda job: condition(job, "Complete"))
+
+
+@pytest.mark.parametrize("kubelet_options", [FAST_RETRY])
+def test_an_exceeded_quota_refuses_pods_until_it_is_raised(
+        emulator: Emulator, kubelet: FakeKubelet) -> None:
+    """plugin/pkg/admission/resourcequota: the quota's message; the Job controller retries
+    and the Job runs once the quota allows its pod."""
+    emulator.create(RESOURCE_QUOTAS, NS, {"metadata": {"name": "compute"},
+                                          "spec": {"hard": {"pods": "0"}}})
+    emulator.create(JOBS, NS, python_job("quota", exit_with_report(0, REPORT)))
+
+    (event,) = failed_creates(emulator, "quota")[:1]
+    assert re.fullmatch(r'Error creating: pods "quota-[a-z0-9]{5}" is forbidden: exceeded '
+                        r"quota: compute, requested: pods=1, used: pods=0, limited: pods=0",
+                        event["message"]), event["message"]
+
+    emulator.patch(RESOURCE_QUOTAS, NS, "compute", {"spec": {"hard": {"pods": "1"}}})
+    wait_job(emulator, "quota", "Complete", timeout=10)
+    assert kubelet.processes_started == 1
+
+
+def test_quota_on_compute_resources(emulator: Emulator) -> None:
+    emulator.create(RESOURCE_QUOTAS, NS, {"metadata": {"name": "cpu"},
+                                          "spec": {"hard": {"requests.cpu": "1",
+                                                            "limits.memory": "1Gi"}}})
+    pod = {"metadata": {"name": "p1"}, "spec": {"containers": [{
+        "name": "c", "image": "x", "resources": {"limits": {"cpu": "600m", "memory": "512Mi"}}}]}}
+    emulator.create(PODS, NS, pod)  # requests default to the limits
+    with pytest.raises(ApiError) as exceeded:
+        emulator.create(PODS, NS, {**pod, "metadata": {"name": "p2"}})
+    assert exceeded.value.code == 403
+    assert exceeded.value.message == (
+        'pods "p2" is forbidden: exceeded quota: cpu, requested: requests.cpu=600m, '
+        "used: requests.cpu=600m, limited: requests.cpu=1")
+    with pytest.raises(ApiError) as unstated:
+        emulator.create(PODS, NS, {"metadata": {"name": "p3"}, "spec": {"containers": [{
+            "name": "c", "image": "x", "resources": {"requests": {"cpu": "1m"}}}]}})
+    assert unstated.value.message == ('pods "p3" is forbidden: failed quota: cpu: must specify '
+                                      "limits.memory")
+
+
+def test_a_pod_with_only_limits_gets_its_qos_class(emulator: Emulator) -> None:
+    """GetPodQOS (pkg/apis/core/helper/qos): limits without requests request the limits;
+    equal cpu and memory limits make the pod Guaranteed (builtins.py read `limits` before
+    assigning it here)."""
+    created = emulator.create(PODS, NS, {"metadata": {"name": "p"}, "spec": {"containers": [{
+        "name": "c", "image": "x", "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]}})
+    assert created["status"]["qosClass"] == "Guaranteed"
+
+
+BAD_SUBDOMAIN = ("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric "
+                 "characters, '-' or '.', and must start and end with an alphanumeric character "
+                 "(e.g. 'example.com', regex used for validation is "
+                 r"'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")
+
+
+@pytest.mark.parametrize(("change", "field", "message"), [
+    (lambda job, pod, c: pod.update(serviceAccountName="Bad_Name"),
+     "spec.template.spec.serviceAccountName", f'Invalid value: "Bad_Name": {BAD_SUBDOMAIN}'),
+    (lambda job, pod, c: job["metadata"].update(labels={"bad key!": "v"}), "metadata.labels",
+     """Invalid value: "bad key!": name part must consist of alphanumeric characters, '-', '_' \
+or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  \
+or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"""),
+    (lambda job, pod, c: job["spec"]["template"].update(
+        metadata={"annotations": {"umt.dev/a/b": "x"}}), "spec.template.metadata.annotations",
+     """Invalid value: "umt.dev/a/b": a qualified name must consist of alphanumeric characters, \
+'-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or \
+'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?\
+[A-Za-z0-9]') with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"""),
+    (lambda job, pod, c: c.update(env=[{"name": "X", "valueFrom": {}}]),
+     "spec.template.spec.containers[0].env[0].valueFrom",
+     'Invalid value: "": must specify one of: `fieldRef`, `resourceFieldRef`, '
+     "`configMapKeyRef` or `secretKeyRef`"),
+    (lambda job, pod, c: c.update(resources={"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}),
+     "spec.template.spec.containers[0].resources.requests",
+     'Invalid value: "2": must be less than or equal to cpu limit of 1'),
+    (lambda job, pod, c: pod.update(restartPolicy="Always"), "spec.template.spec.restartPolicy",
+     'Unsupported value: "Always": supported values: "OnFailure", "Never"'),
+])
+def test_a_job_is_validated_as_the_apiserver_does(
+        emulator: Emulator, kubectl: Any, change: Any, field: str, message: str) -> None:
+    """pkg/apis/batch/validation `ValidateJob`, core validation of metadata and the pod
+    template: 422 Invalid, one cause per error; kubectl shows the message."""
+    job = python_job("refused", "pass")
+    pod = job["spec"]["template"]["spec"]
+    change(job, pod, pod["containers"][0])
+
+    code, status = raw_request(emulator, "POST", JOBS, body=job)
+
+    assert (code, status["reason"], status["code"]) == (422, "Invalid", 422)
+    assert status["message"] == f'Job.batch "refused" is invalid: {field}: {message}'
+    assert status["details"] == {"name": "refused", "group": "batch", "kind": "Job", "causes": [
+        {"reason": status["details"]["causes"][0]["reason"], "message": message,
+         "field": field}]}
+    applied = kubectl("apply", "--validate=false", "-f", "-", input=json.dumps(job), check=False)
+    assert applied.returncode != 0
+    assert f'The Job "refused" is invalid: {field}: {message}' in applied.stderr
+    assert emulator.get(JOBS, NS, "refused") is None
+
+
+def test_several_errors_are_one_message_and_several_causes(emulator: Emulator) -> None:
+    job = python_job("Two_Errors", "pass")
+    job["spec"]["template"]["spec"]["serviceAccountName"] = "Bad_Name"
+    code, status = raw_request(emulator, "POST", JOBS, body=job)
+    assert code == 422
+    assert status["message"] == (
+        f'Job.batch "Two_Errors" is invalid: [metadata.name: Invalid value: "Two_Errors": '
+        f"{BAD_SUBDOMAIN}, spec.template.spec.serviceAccountName: Invalid value: "
+        f'"Bad_Name": {BAD_SUBDOMAIN}]')
+    assert [c["field"] for c in status["details"]["causes"]] == [
+        "metadata.name", "spec.template.spec.serviceAccountName"]

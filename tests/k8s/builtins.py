@@ -15,6 +15,7 @@ import kmock
 
 from tests.k8s.apimachinery import ApiError
 from tests.k8s.store import Body, Hook
+from tests.k8s.validation import parse_quantity, validate_job, validate_pod
 
 #: Built-in resources served by default (group/version/plural, as kmock spells them).
 BUILTIN_RESOURCES = (
@@ -23,6 +24,7 @@ BUILTIN_RESOURCES = (
     "v1/secrets",
     "v1/configmaps",
     "v1/serviceaccounts",
+    "v1/resourcequotas",
     "v1/events",
     "events.k8s.io/v1/events",
     "batch/v1/jobs",
@@ -38,6 +40,7 @@ WITHOUT_GENERATION = (
     "v1/secrets",
     "v1/configmaps",
     "v1/serviceaccounts",
+    "v1/resourcequotas",
     "v1/events",
     "events.k8s.io/v1/events",
     "coordination.k8s.io/v1/leases",
@@ -95,8 +98,10 @@ def _qos_class(pod_spec: Body) -> str:
     if not any(r.get("requests") or r.get("limits") for r in resources):
         return "BestEffort"
     for r in resources:
-        limits, requests = r.get("limits") or {}, r.get("requests") or limits
-        if any(k not in limits or str(requests.get(k)) != str(limits[k])
+        # A container with limits and no requests requests its limits (SetDefaults_Pod).
+        limits = r.get("limits") or {}
+        requests = {**limits, **(r.get("requests") or {})}
+        if any(k not in limits or parse_quantity(requests.get(k)) != parse_quantity(limits[k])
                for k in ("cpu", "memory")):
             return "Burstable"
     return "Guaranteed"
@@ -104,15 +109,18 @@ def _qos_class(pod_spec: Body) -> str:
 
 def default_pod(pod: Body, old: Body | None) -> None:
     """A new pod starts `Pending`, whatever the client sent: `PrepareForCreate` in
-    pkg/registry/core/pod/strategy.go resets the status to `{phase: Pending, qosClass}`."""
+    pkg/registry/core/pod/strategy.go resets the status to `{phase: Pending, qosClass}`;
+    then it is validated (tests/k8s/validation.py), whoever creates it."""
     if old is None:
         spec = pod.setdefault("spec", {})
         _default_containers(spec)
         pod["status"] = {"phase": "Pending", "qosClass": _qos_class(spec)}
+        validate_pod(pod)  # pkg/registry/core/pod/strategy.go `Validate` (ValidatePodCreate)
 
 
 def default_job(job: Body, old: Body | None) -> None:
-    """Defaults and labels of a new Job; its pod template is immutable afterwards."""
+    """Defaults and labels of a new Job, then its validation (tests/k8s/validation.py); its
+    pod template is immutable afterwards."""
     name = job["metadata"]["name"]
     if old is not None:
         if job.get("spec", {}).get("template") != old.get("spec", {}).get("template"):
@@ -122,14 +130,6 @@ def default_job(job: Body, old: Body | None) -> None:
     spec = job.setdefault("spec", {})
     template = spec.setdefault("template", {})
     pod_spec = template.setdefault("spec", {})
-    if pod_spec.get("restartPolicy") not in ("Never", "OnFailure"):
-        raise ApiError(422, "Invalid", f'Job.batch "{name}" is invalid: '
-                       'spec.template.spec.restartPolicy: Required value: valid values: '
-                       '"OnFailure", "Never"', name=name)
-    if spec.get("podFailurePolicy") and pod_spec["restartPolicy"] != "Never":
-        raise ApiError(422, "Invalid", f'Job.batch "{name}" is invalid: '
-                       "spec.podFailurePolicy: Invalid value: only \"Never\" is supported "
-                       "when podFailurePolicy is specified", name=name)
     _default_containers(pod_spec)
     for key, value in (("backoffLimit", 6), ("completions", 1), ("parallelism", 1),
                        ("suspend", False), ("completionMode", "NonIndexed"),
@@ -146,6 +146,9 @@ def default_job(job: Body, old: Body | None) -> None:
     template.setdefault("metadata", {}).setdefault("labels", {}).update(labels)
     if not job["metadata"].get("labels"):
         job["metadata"]["labels"] = copy.deepcopy(template["metadata"]["labels"])
+    # Validation follows defaulting (pkg/registry/batch/job/strategy.go `Validate`): a
+    # template without restartPolicy was defaulted to Always, which a Job refuses.
+    validate_job(job)
 
 
 ADMISSION: dict[str, list[Hook]] = {

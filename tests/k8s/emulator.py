@@ -27,6 +27,7 @@ import aiohttp.web
 import kmock
 import yaml
 
+from tests.k8s.admission import pod_security, resource_quota
 from tests.k8s.apimachinery import parse_label_selector
 from tests.k8s.apiserver import ApiServer
 from tests.k8s.builtins import ADMISSION, ALL_VERBS, BUILTIN_RESOURCES, KOPF_PEERINGS, \
@@ -41,6 +42,8 @@ JOBS = "batch/v1/jobs"
 PODS = "v1/pods"
 SECRETS = "v1/secrets"
 CONFIGMAPS = "v1/configmaps"
+NAMESPACES = "v1/namespaces"
+RESOURCE_QUOTAS = "v1/resourcequotas"
 EVENTS = "v1/events"
 CRDS = "apiextensions.k8s.io/v1/customresourcedefinitions"
 LEASES = "coordination.k8s.io/v1/leases"
@@ -229,11 +232,19 @@ class Emulator:
                           status_subresource="status" in info.subresources,
                           singular=info.singular, short_names=sorted(info.shortnames),
                           categories=sorted(info.categories), verbs=sorted(info.verbs),
-                          admission=ADMISSION.get(resource, ()))
+                          admission=[*ADMISSION.get(resource, ()),
+                                     *self._validating_admission(resource)])
         for resource, kind, namespaced in KOPF_PEERINGS:
             self.register(resource, kind, namespaced=namespaced, status_subresource=False)
         self.register(SCHEMA_MIGRATIONS, "SchemaMigration", short_names=["smig"],
                       printer_columns=())
+
+    def _validating_admission(self, resource: str) -> list[Hook]:
+        """The validating admission plugins that need the cluster's state (the namespace's
+        PodSecurity level, its quotas): after defaulting and validation, as in the apiserver."""
+        if resource != PODS:
+            return []
+        return [pod_security(self.get), resource_quota(lambda r, ns: self.list(r, ns))]
 
     # --- The blocking API for tests ----------------------------------------------------------
 

@@ -29,13 +29,19 @@ import asyncio
 import contextlib
 import copy
 import dataclasses
+import time
 from typing import TYPE_CHECKING, Any
 
 from tests.k8s.apimachinery import ApiError, now_rfc3339
-from tests.k8s.emulator import JOBS, PODS, Emulator
+from tests.k8s.emulator import EVENTS, JOBS, PODS, Emulator
 
 if TYPE_CHECKING:
     from tests.k8s.kubelet import FakeKubelet
+
+
+#: pkg/controller/job/job_controller.go: the rate limiter of a Job whose sync failed.
+DEFAULT_API_BACKOFF = 1.0
+MAX_API_BACKOFF = 60.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,11 +54,15 @@ class PodOutcome:
 
 class JobController:
     def __init__(self, emulator: Emulator, kubelet: FakeKubelet, *,
-                 retry_delay: float = 0.0) -> None:
+                 retry_delay: float = 0.0, create_backoff: float = DEFAULT_API_BACKOFF,
+                 max_create_backoff: float = MAX_API_BACKOFF) -> None:
         self.emulator = emulator
         self.store = emulator.store
         self.kubelet = kubelet
         self.retry_delay = retry_delay
+        #: The back-off of a Job whose pod creation was refused: 1 s, doubling up to 60 s.
+        self.create_backoff = create_backoff
+        self.max_create_backoff = max_create_backoff
         self._jobs: dict[str, asyncio.Task[None]] = {}
         self._seen: set[str] = set()  # a Job is taken up once, whatever events follow
         self._pod_tasks: dict[str, asyncio.Future[asyncio.Task[PodOutcome]]] = {}
@@ -107,7 +117,7 @@ class JobController:
         try:
             async with asyncio.timeout(spec.get("activeDeadlineSeconds")):
                 while True:
-                    pod_uid = self._create_pod(job)
+                    pod_uid = await self._create_pod_retrying(job, first)
                     self._patch_status(ns, name, {**first, "active": 1})
                     first = {}
                     task = await asyncio.shield(self._pod_tasks[pod_uid])
@@ -146,6 +156,56 @@ class JobController:
         finally:
             self._jobs.pop(job["metadata"]["uid"], None)
 
+    async def _create_pod_retrying(self, job: dict[str, Any], first: dict[str, Any]) -> str:
+        """Create the Job's pod; while the API server refuses it (pod validation, PodSecurity,
+        ResourceQuota: tests/k8s/admission.py), record a `FailedCreate` Warning Event on the
+        Job, `Error creating: <the server's message>`, and try again after a back-off.
+
+        As `syncJob` in pkg/controller/job/job_controller.go: `manageJob` fails, the status
+        computed meanwhile is written all the same (`startTime`, `ready: 0`, no `active`
+        pod), the error requeues the Job rate-limited (`DefaultJobApiBackOff` 1 s doubling
+        to `MaxJobApiBackOff` 60 s); the Event comes from `RealPodControl.createPods`
+        (pkg/controller/controller_utils.go, reason `FailedCreate`). Only
+        `activeDeadlineSeconds` ends the retries. Each attempt's pod has another generated
+        name, so each Event is a new one."""
+        ns, name = job["metadata"]["namespace"], job["metadata"]["name"]
+        delay = self.create_backoff
+        while True:
+            try:
+                uid = self._create_pod(job)
+            except ApiError as exc:
+                if first:
+                    self._patch_status(ns, name, dict(first))
+                    first.clear()
+                self._record_event(job, "Warning", "FailedCreate",
+                                   f"Error creating: {exc.message}")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.max_create_backoff)
+                continue
+            return uid
+
+    def _record_event(self, job: dict[str, Any], event_type: str, reason: str,
+                      message: str) -> None:
+        """A core/v1 Event about the Job, as client-go's recorder makes it
+        (k8s.io/client-go/tools/record/event.go `makeEvent`): named `<job>.<hex nanos>`,
+        `involvedObject` the Job's full reference, source `job-controller`."""
+        meta = job["metadata"]
+        now = now_rfc3339()
+        event = {
+            "metadata": {"name": f"{meta['name']}.{time.time_ns():x}",
+                         "namespace": meta["namespace"]},
+            "involvedObject": {"kind": "Job", "namespace": meta["namespace"],
+                               "name": meta["name"], "uid": meta["uid"],
+                               "apiVersion": "batch/v1",
+                               "resourceVersion": meta.get("resourceVersion", "")},
+            "reason": reason, "message": message, "type": event_type,
+            "source": {"component": "job-controller"},
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1, "eventTime": None,
+            "reportingComponent": "job-controller", "reportingInstance": "",
+        }
+        with contextlib.suppress(ApiError):  # the recorder drops what it cannot write
+            self.store.create(self.emulator.rtype(EVENTS), meta["namespace"], event)
+
     def _create_pod(self, job: dict[str, Any]) -> str:
         meta = job["metadata"]
         template = copy.deepcopy(job["spec"]["template"])
@@ -163,6 +223,8 @@ class JobController:
             "spec": template.get("spec", {}),  # no nodeName: the scheduler binds it
         }
         created = self.store.create(self.emulator.rtype(PODS), meta["namespace"], pod)
+        self._record_event(job, "Normal", "SuccessfulCreate",
+                           f"Created pod: {created['metadata']['name']}")
         uid = created["metadata"]["uid"]
         self._pod_tasks.setdefault(uid, asyncio.get_running_loop().create_future())
         return uid

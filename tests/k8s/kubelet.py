@@ -74,6 +74,7 @@ class FakeKubelet:
                  image_path_map: Mapping[str, Mapping[str, str | Path]] | None = None,
                  image_pull_backoff: float = 0.5,
                  retry_delay: float = 0.0,
+                 create_backoff: float = 1.0,
                  kill_grace: float = 2.0,
                  sync_delay: float = 0.3) -> None:
         self.emulator = emulator
@@ -98,7 +99,8 @@ class FakeKubelet:
         #: once, right after the Job's first status, must not see a verdict there.
         self.sync_delay = sync_delay
         self.kill_grace = kill_grace
-        self.jobs = JobController(emulator, self, retry_delay=retry_delay)
+        self.jobs = JobController(emulator, self, retry_delay=retry_delay,
+                                  create_backoff=create_backoff)
         #: Every process started, in order; `processes_started` counts them.
         self.runs: list[ContainerRun] = []
         self._pods: dict[str, asyncio.Task[PodOutcome]] = {}
