@@ -143,19 +143,21 @@ def latency(cluster: Emulator, count: int,
         name = f"{prefix}-{index:04d}"
         began = time.perf_counter()
         cluster.create(SCHEMA_MIGRATIONS, NS, smig(name))
-        job = cluster.wait_for(lambda: cluster.get(JOBS, NS, job_name(name, 1)), timeout=30)
+        job = cluster.wait_for(lambda name=name: cluster.get(JOBS, NS, job_name(name, 1)),
+                               timeout=30)
         to_job.append(time.perf_counter() - began)
         start_job(cluster, job)
         settle(cluster, name)
         began = time.perf_counter()
         finish_job(cluster, job)
-        cluster.wait_for(lambda: has_condition(cluster, name, "Ready"), timeout=30)
+        cluster.wait_for(lambda name=name: has_condition(cluster, name, "Ready"), timeout=30)
         to_ready.append(time.perf_counter() - began)
     reads = pod_reads() - reads_before
     for index in range(count):
         name = f"{prefix}-stuck-{index:04d}"
         cluster.create(SCHEMA_MIGRATIONS, NS, smig(name))
-        job = cluster.wait_for(lambda: cluster.get(JOBS, NS, job_name(name, 1)), timeout=30)
+        job = cluster.wait_for(lambda name=name: cluster.get(JOBS, NS, job_name(name, 1)),
+                               timeout=30)
         pod = start_job(cluster, job)
         settle(cluster, name)
         began = time.perf_counter()
@@ -163,13 +165,14 @@ def latency(cluster: Emulator, count: int,
             "name": "migrate", "ready": False, "restartCount": 0, "image": "x", "imageID": "",
             "state": {"waiting": {"reason": "CreateContainerConfigError",
                                   "message": 'secret "umt-db" not found'}}}]})
-        cluster.wait_for(lambda: has_condition(cluster, name, "Stalled"), timeout=30)
+        cluster.wait_for(lambda name=name: has_condition(cluster, name, "Stalled"), timeout=30)
         to_stalled.append(time.perf_counter() - began)
     return to_job, to_ready, to_stalled, reads
 
 
 def rss_mib(pid: int) -> tuple[float, float]:
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    fields = dict(line.split(":", 1) for line in lines)
     return (int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024)
 
 
@@ -218,7 +221,7 @@ def memory(cluster: Emulator, watched: int) -> tuple[float, float, float]:
 
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] * 1000
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1000
 
 
 def measure_latency(count: int) -> tuple[list[float], list[float], list[float], int]:

@@ -228,7 +228,7 @@ def _database_url(args: argparse.Namespace) -> str | None:
 
     try:
         return resolve_url(getattr(args, "url", None), find_config(getattr(args, "config", None)))
-    except Exception:  # the failure being described may be this very one
+    except Exception:  # noqa: BLE001 - the failure being described may be this very one
         return getattr(args, "url", None) or os.environ.get("DATABASE_URL")
 
 
@@ -237,7 +237,7 @@ def _describe(exc: BaseException, url: str | None) -> str:
     import sqlalchemy as sa
     from alembic.util import CommandError
 
-    from .commands import explain  # noqa: I001  (error path only)
+    from .commands import explain
     from .errors import MigrationError
     from .project import ProjectError
     from .urls import InvalidURL, describe_target, password_of, scrub

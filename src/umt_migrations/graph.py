@@ -113,7 +113,8 @@ def _illegal_chars(rev_id: str) -> str | None:
 
 
 def resolve(script: ScriptDirectory, target: str) -> tuple[str, ...]:
-    """Resolve ``head``, ``heads``, ``base``, ``<branch>@head`` or a (partial) id to revision ids."""
+    """Resolve ``head``, ``heads``, ``base``, ``<branch>@head`` or a (partial) id to revision ids.
+    """
     target = validate_target(target)
     try:
         revisions = script.revision_map.get_revisions(target)

@@ -11,6 +11,7 @@ Nothing here costs anything per statement.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -55,10 +56,8 @@ def _cancel_all() -> None:
         cancel = getattr(connection, "cancel", None)
         if cancel is None:
             continue  # PyMySQL, sqlite3: the handler interrupts them between reads
-        try:
+        with contextlib.suppress(Exception):  # closed meanwhile: nothing to cancel
             cancel()
-        except Exception:  # noqa: BLE001 - closed meanwhile: nothing to cancel
-            pass
 
 
 @contextmanager

@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 LOCK_NAME = "umt-migrations"
 #: PostgreSQL advisory lock key: a stable signed 64-bit number derived from LOCK_NAME.
-PG_LOCK_KEY = int.from_bytes(hashlib.blake2b(LOCK_NAME.encode(), digest_size=8).digest(), "big", signed=True)
+PG_LOCK_KEY = int.from_bytes(
+    hashlib.blake2b(LOCK_NAME.encode(), digest_size=8).digest(), "big", signed=True)
 
 
 @contextmanager
@@ -93,7 +94,8 @@ def _pg_lock(conn: sa.Connection, timeout: float, on_wait: Callable[[str], None]
         {"hi": unsigned >> 32, "lo": unsigned & 0xFFFFFFFF},
     ).scalar()
     if on_wait:
-        on_wait(f"waiting up to {timeout:g} s for the migration lock (held by backend pid {holder})")
+        on_wait(f"waiting up to {timeout:g} s for the migration lock"
+                f" (held by backend pid {holder})")
     if timeout <= 0:
         conn.rollback()
         raise _timed_out(timeout)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import configparser
 import os
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -83,7 +83,7 @@ def _shrink(data: dict[str, Any], limit: int) -> str:
         keep = len(applied)
         while keep > 2 and len(_dump(data).encode()) > limit:
             keep //= 2
-            data["applied"] = applied[: keep // 2] + [_ELLIPSIS] + applied[-(keep - keep // 2):]
+            data["applied"] = [*applied[: keep // 2], _ELLIPSIS, *applied[-(keep - keep // 2):]]
     text = _dump(data)
     if len(text.encode()) > limit:  # pathological: keep only what the operator needs
         core = {k: data[k] for k in ("ok", "direction", "fromRevision", "toRevision") if k in data}

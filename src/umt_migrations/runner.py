@@ -89,7 +89,7 @@ def migrate(project: Project, request: MigrateRequest, out: TextIO = sys.stdout)
             _fail(report, _unavailable(project, exc))
         except CommandError as exc:  # the project itself is unusable (no scripts folder, ...)
             _fail(report, MigrationError(INVALID_SPEC, _first_lines(exc, project)))
-        except Exception as exc:  # env.py broken before any step (dry run): report, not crash
+        except Exception as exc:  # noqa: BLE001 - env.py broken before any step (dry run): report
             detail = _first_lines(exc, project)
             _fail(report, MigrationError(MIGRATION_FAILED, f"env.py failed: {detail}"))
     report.durationSeconds = time.monotonic() - started
@@ -166,7 +166,7 @@ def _run_under_lock(run: _Run) -> None:
         _fail(run.report, exc)
     except Interrupted:
         _fail(run.report, MigrationError(INTERRUPTED, _interrupted_message(run)))
-    except Exception as exc:  # a migration script or env.py failed
+    except Exception as exc:  # noqa: BLE001 - a migration script or env.py failed: reported
         _fail(run.report, _failure(run, exc))
     _record_partial(run)
 

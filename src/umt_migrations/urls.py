@@ -27,7 +27,7 @@ _PASSWORD_ASSIGN = re.compile(r"(password\s*=\s*)('[^']*'|\"[^\"]*\"|[^\s,;)]+)"
 MASK = "***"
 
 
-class InvalidURL(ValueError):
+class InvalidURL(ValueError):  # noqa: N818 - named for the problem, like StopIteration
     """A database URL that SQLAlchemy cannot parse. The message never contains the URL."""
 
 

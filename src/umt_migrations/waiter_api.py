@@ -63,7 +63,7 @@ class Options:
                    args.kubeconfig, args.context)
 
 
-class ApiProblem(Exception):
+class ApiProblem(Exception):  # noqa: N818 - named for the problem, like StopIteration
     """The API cannot be used (credentials, RBAC, missing CRD): exit 5 with this message."""
 
 
@@ -108,7 +108,7 @@ def _client(options: Options) -> tuple[AsyncClient, str]:
         single = config.get(context_name=options.context)
         client = AsyncClient(single, timeout=httpx.Timeout(REQUEST_TIMEOUT))
         return client, str(single.cluster.server)
-    except Exception as exc:  # only the kubeconfig is read here: bad YAML, wrong shapes, files
+    except Exception as exc:  # noqa: BLE001 - only the kubeconfig is read here (YAML, shapes, files)
         raise ApiProblem(_no_credentials(exc)) from None
 
 
@@ -181,7 +181,7 @@ class _Note:
     api_down: bool | None = None  #: True: the API is unreachable; False: reachable again
 
 
-class _Fatal(Exception):
+class _Fatal(Exception):  # noqa: N818 - named for the problem, like StopIteration
     pass
 
 

@@ -21,8 +21,13 @@ from typing import Any
 import kopf
 
 from umt_operator import leader
-from umt_operator.jobs import ANNOTATION_OWNER, MANAGED_BY, MANAGED_BY_SELECTOR, job_name_of, \
-    pod_ended
+from umt_operator.jobs import (
+    ANNOTATION_OWNER,
+    MANAGED_BY,
+    MANAGED_BY_SELECTOR,
+    job_name_of,
+    pod_ended,
+)
 from umt_operator.kube import GROUP, PLURAL, VERSION, KubeAPI
 from umt_operator.login import connect
 from umt_operator.logs import quiet_kopf
@@ -36,7 +41,6 @@ from umt_operator.reconcile import (
     worth_reconciling,
 )
 from umt_operator.settings import Settings, SettingsError
-
 
 
 @kopf.on.startup()

@@ -58,7 +58,8 @@ class KubeAPI:
     async def get_schema_migration(self, namespace: str, name: str) -> Body | None:
         return await self._request("GET", self._smig_path(namespace, name), absent_ok=True)
 
-    async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> Body | None:
+    async def patch_status(self, namespace: str, name: str,
+                           status: Mapping[str, Any]) -> Body | None:
         """Merge-patch the status subresource; None when the resource is gone."""
         return await self._request(
             "PATCH",
@@ -189,9 +190,9 @@ def _load_client_certificate(context: ssl.SSLContext, info: kopf.ConnectionInfo)
         raw = data if isinstance(data, bytes) else str(data).encode()
         if not raw.lstrip().startswith(b"-----"):
             raw = base64.b64decode(raw)
-        handle = tempfile.NamedTemporaryFile(prefix="umt-operator-", suffix=".pem", delete=False)
-        handle.write(raw)
-        handle.close()
+        with tempfile.NamedTemporaryFile(prefix="umt-operator-", suffix=".pem",
+                                         delete=False) as handle:
+            handle.write(raw)
         return handle.name
 
     context.load_cert_chain(

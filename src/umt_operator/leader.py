@@ -198,9 +198,9 @@ class LeaderElection:
     async def try_acquire_or_renew(self) -> bool:
         """One attempt; True when we hold the Lease afterwards."""
         fast = self.candidate.renewal(micro_time())
-        if fast is not None and self.candidate.lease_valid(self._clock()):
-            if await self._write(fast):
-                return True
+        if (fast is not None and self.candidate.lease_valid(self._clock())
+                and await self._write(fast)):
+            return True
         try:
             lease = await self.api.get_lease(self.namespace, self.name)
             if lease is None:

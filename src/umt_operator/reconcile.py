@@ -40,13 +40,13 @@ from umt_operator.settings import Settings
 from umt_operator.spec import InvalidSpec, MigrationSpec, parse_spec
 from umt_operator.status import (
     compute_status,
-    unschedulable_for,
     event_message_for_failure,
     event_message_for_success,
     invalid_spec_status,
     make_condition,
     one_line,
     set_condition,
+    unschedulable_for,
 )
 
 FINISHED_PHASES = ("Succeeded", "Failed")
@@ -117,7 +117,8 @@ async def reconcile(
             new_status = invalid_spec_status(generation, status, str(exc))
             if await _write(ctx, body, status, new_status, logger):
                 logger.error("invalid spec: %s", exc)
-                kopf.event(dict(body), type="Warning", reason=reasons.INVALID_SPEC, message=str(exc))
+                kopf.event(dict(body), type="Warning", reason=reasons.INVALID_SPEC,
+                           message=str(exc))
             return
         job_name = generation_job_name(name, generation)
         if _concluded(status, generation, job_name):
@@ -134,7 +135,8 @@ async def reconcile(
                 return
             job = await _create_job(ctx, body, spec, job_name, _image(ctx, spec), logger)
         pods = await _pods(ctx, namespace, job)
-        job, job_name, pods = await _fallback_for_downgrade(ctx, body, spec, dict(job), pods, logger)
+        job, job_name, pods = await _fallback_for_downgrade(ctx, body, spec, dict(job), pods,
+                                                            logger)
         now = datetime.now(UTC)
         new_status = compute_status(
             generation=generation,
@@ -351,7 +353,8 @@ async def _earlier_job_running(
     jobs = await ctx.api.list_jobs(meta["namespace"], resource_selector(meta["name"]))
     for job in jobs:
         annotations = job["metadata"].get("annotations") or {}
-        if job["metadata"]["name"] == job_name or annotations.get(ANNOTATION_OWNER_UID) != meta.get("uid"):
+        if (job["metadata"]["name"] == job_name
+                or annotations.get(ANNOTATION_OWNER_UID) != meta.get("uid")):
             continue
         if not observe_job(job, []).finished:
             return job
@@ -429,7 +432,8 @@ async def _fallback_for_downgrade(
     if not (spec.allow_downgrade and applied_image and applied_image != used_image):
         return job, name, pods
     observation = observe_job(job, pods)
-    if not (observation.failed and observation.report and observation.report.current_revision_unknown):
+    report = observation.report
+    if not (observation.failed and report and report.current_revision_unknown):
         return job, name, pods
     namespace = body["metadata"]["namespace"]
     fallback_name = fallback_job_name(name)

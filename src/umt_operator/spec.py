@@ -77,7 +77,7 @@ DEFAULT_SECRET_KEY = "url"
 MAX_TARGET_LENGTH = 128
 
 
-class InvalidSpec(ValueError):
+class InvalidSpec(ValueError):  # noqa: N818 - named for the problem, like StopIteration
     """A spec the operator cannot act on; the message says what to change."""
 
 

@@ -151,9 +151,9 @@ def event_message_for_success(report: RunnerReport) -> str:
 def failure_reason(observation: JobObservation) -> str:
     """The condition reason explaining a failed run (runner's reason first, then the Job's)."""
     report = observation.report
-    if report and report.error_reason and _CONDITION_REASON.match(report.error_reason):
-        if len(report.error_reason) <= 64:
-            return report.error_reason
+    if (report and report.error_reason and _CONDITION_REASON.match(report.error_reason)
+            and len(report.error_reason) <= 64):
+        return report.error_reason
     if report is None and observation.pod_problem:
         return observation.pod_problem.reason
     if observation.failure_reason in reasons.JOB_FAILURE_REASONS:

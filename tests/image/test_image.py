@@ -53,7 +53,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def run_operator(container: Container, user: str | None = None):  # noqa: ANN201
+def run_operator(container: Container, user: str | None = None):
     """``python -m umt_operator`` with no cluster credentials (HOME is the empty /tmp)."""
     env = {"UMT_OPERATOR_HEALTH_PORT": str(free_port()), "UMT_OPERATOR_METRICS_PORT": "0"}
     return container.run("python", "-m", "umt_operator", env=env, user=user, timeout=90)
@@ -110,7 +110,7 @@ def test_runtime_venv_has_no_build_tools(container: Container) -> None:
     prefix, *names = proc.stdout.split()
     installed = {normalise(name) for name in names}
     assert prefix == "/opt/venv"
-    assert RUNTIME <= installed, RUNTIME - installed
+    assert installed >= RUNTIME, RUNTIME - installed
     assert not installed & BUILD_TOOLS
     scripts = container.run("ls", "/opt/venv/bin").stdout.split()
     assert not [s for s in scripts if re.match(r"(pip|easy_install|wheel|hatch)", s)], scripts

@@ -112,7 +112,8 @@ def test_relative_revision_needs_a_current_version(tmp_path: Path, pg_url: str) 
 
 
 def test_multiple_heads_then_merge(project_copy: Path, pg_url: str) -> None:
-    branch = project_copy / "migrations" / "versions" / "2026_04_01_0900-0b0b0b0b0b0b_side_branch.py"
+    versions = project_copy / "migrations" / "versions"
+    branch = versions / "2026_04_01_0900-0b0b0b0b0b0b_side_branch.py"
     branch.write_text(
         '"""Side branch for a hotfix."""\n'
         f'revision = "0b0b0b0b0b0b"\ndown_revision = "{REVISION_IDS[1]}"\n'

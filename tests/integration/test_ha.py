@@ -26,8 +26,15 @@ import pytest
 import yaml
 
 from tests.conftest import REPO_ROOT
-from tests.integration.test_operator import HEAD, add_migration, add_secret, db_revision, \
-    free_port, jobs_of, wait_condition
+from tests.integration.test_operator import (
+    HEAD,
+    add_migration,
+    add_secret,
+    db_revision,
+    free_port,
+    jobs_of,
+    wait_condition,
+)
 from tests.k8s.emulator import LEASES, SCHEMA_MIGRATIONS, Emulator
 from tests.k8s.fixtures import kubelet, kubelet_options, register_repo_crds  # noqa: F401
 from tests.k8s.kubelet import FakeKubelet

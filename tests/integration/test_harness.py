@@ -24,10 +24,26 @@ import kubernetes.watch
 import pytest
 
 from tests.k8s.apimachinery import ApiError
-from tests.k8s.emulator import EVENTS, JOBS, NAMESPACES, PODS, RESOURCE_QUOTAS, \
-    SCHEMA_MIGRATIONS, SECRETS, Emulator
-from tests.k8s.fixtures import emulator, helm_binary, k8s_api, kopf_operator, kubectl, \
-    kubectl_binary, kubelet, kubelet_options  # noqa: F401 - pytest fixtures
+from tests.k8s.emulator import (
+    EVENTS,
+    JOBS,
+    NAMESPACES,
+    PODS,
+    RESOURCE_QUOTAS,
+    SCHEMA_MIGRATIONS,
+    SECRETS,
+    Emulator,
+)
+from tests.k8s.fixtures import (
+    emulator,
+    helm_binary,
+    k8s_api,
+    kopf_operator,
+    kubectl,
+    kubectl_binary,  # noqa: F401 - pytest fixtures
+    kubelet,
+    kubelet_options,
+)
 from tests.k8s.kubelet import FakeKubelet
 
 pytestmark = pytest.mark.integration

@@ -44,7 +44,8 @@ def log_rows(url: str) -> list[tuple[str, str]]:
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(sa.text("SELECT revision, direction FROM applied_log"))]
+            rows = conn.execute(sa.text("SELECT revision, direction FROM applied_log"))
+            return [tuple(r) for r in rows]
     finally:
         engine.dispose()
 
@@ -59,7 +60,8 @@ def table_names(url: str) -> set[str]:
 
 @pytest.fixture(params=["postgresql", "mariadb"])
 def server_url(request: pytest.FixtureRequest) -> str:
-    return request.getfixturevalue({"postgresql": "pg_url", "mariadb": "mariadb_url"}[request.param])
+    fixture = {"postgresql": "pg_url", "mariadb": "mariadb_url"}[request.param]
+    return request.getfixturevalue(fixture)
 
 
 def test_upgrade_noop_and_downgrade_only_when_allowed(tmp_path: Path, server_url: str) -> None:
@@ -152,7 +154,8 @@ def test_branches_and_merge_point(tmp_path: Path, pg_url: str) -> None:
     base_id, c1, c2 = (r.id for r in revs)
     revs += [
         Rev("b0000000001", c1, "feature branch", branch_labels=("feature",),
-            upgrade_sql=["CREATE TABLE feature_t (id INTEGER)"], downgrade_sql=["DROP TABLE feature_t"]),
+            upgrade_sql=["CREATE TABLE feature_t (id INTEGER)"],
+            downgrade_sql=["DROP TABLE feature_t"]),
         Rev("m0000000001", (c2, "b0000000001"), "merge feature"),
     ]
     ini = make_project(tmp_path, revs[:-1])  # the merge is written later
@@ -184,7 +187,8 @@ def test_concurrent_runners_apply_each_revision_once(
 ) -> None:
     revs = linear_chain(6)
     for rev in revs[1:]:  # slow enough that the runners really overlap
-        rev.upgrade_sql.append("SELECT pg_sleep(0.05)" if "postgresql" in server_url else "SELECT SLEEP(0.05)")
+        rev.upgrade_sql.append("SELECT pg_sleep(0.05)" if "postgresql" in server_url
+                               else "SELECT SLEEP(0.05)")
     ini = make_project(tmp_path, revs)
     reports = [tmp_path / f"r{i}.json" for i in range(runners)]
     procs = [
@@ -238,13 +242,15 @@ def test_huge_error_still_gives_a_small_valid_report(tmp_path: Path, pg_url: str
     report_file = tmp_path / "termination-log"
     proc = subprocess.run(
         [*CLI, "migrate", "--config", str(ini), "--url", pg_url, "--to", "head"],
-        capture_output=True, text=True, env={**os.environ, "TERMINATION_MESSAGE_PATH": str(report_file)},
+        capture_output=True, text=True,
+        env={**os.environ, "TERMINATION_MESSAGE_PATH": str(report_file)},
     )
     assert proc.returncode == 3
     raw = report_file.read_bytes()
     assert len(raw) <= 4096
     report = json.loads(raw)
-    assert report["error"]["reason"] == "MigrationFailed" and report["error"]["message"].endswith("…")
+    assert report["error"]["reason"] == "MigrationFailed"
+    assert report["error"]["message"].endswith("…")
 
 
 def test_unreachable_database_is_transient_and_hides_the_password(tmp_path: Path) -> None:
@@ -272,7 +278,8 @@ def test_lock_timeout_is_transient(tmp_path: Path, server_url: str) -> None:
             assert holder.execute(sa.text("SELECT GET_LOCK(:n, 0)"), {"n": name}).scalar() == 1
             who = f"connection {holder.execute(sa.text('SELECT CONNECTION_ID()')).scalar()}"
         holder.commit()
-        code, report, _, stderr = run_migrate(ini, server_url, "--to", "head", "--lock-timeout", "1")
+        code, report, _, stderr = run_migrate(ini, server_url, "--to", "head",
+                                              "--lock-timeout", "1")
     engine.dispose()
     assert code == 1, stderr
     assert report["error"]["reason"] == "LockTimeout"
@@ -452,7 +459,8 @@ def test_a_downgrade_failing_midway_leaves_the_failing_revision(
     assert report["fromRevision"] == c2 and report["applied"] == [c2]
 
 
-def test_a_project_that_opts_out_rolls_back_the_whole_downgrade(tmp_path: Path, pg_url: str) -> None:
+def test_a_project_that_opts_out_rolls_back_the_whole_downgrade(tmp_path: Path,
+                                                                pg_url: str) -> None:
     """env.py says transaction_per_migration=False: one transaction, all or nothing."""
     revs = linear_chain(4)
     ini = make_project(tmp_path, revs, env_style="single_transaction")
@@ -509,7 +517,8 @@ def test_a_broken_env_py_is_reported(tmp_path: Path, dry_run: bool) -> None:
     ini = make_project(tmp_path, linear_chain(1))
     (tmp_path / "migrations" / "env.py").write_text("raise ImportError('no module named myapp')\n")
     extra = ["--dry-run"] if dry_run else []
-    code, report, _, stderr = run_migrate(ini, f"sqlite:///{tmp_path / 'x.db'}", "--to", "head", *extra)
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    code, report, _, stderr = run_migrate(ini, url, "--to", "head", *extra)
     assert code == 3 and "Traceback" not in stderr
     assert report["error"]["reason"] == "MigrationFailed"
     assert "no module named myapp" in report["error"]["message"]

@@ -73,7 +73,8 @@ class Operator:
     def __init__(self, emulator: Emulator, start: Any, registry: Any, settings: Any) -> None:
         from umt_operator.metrics import Metrics
 
-        self.emulator, self._start, self.registry, self.settings = emulator, start, registry, settings
+        self.emulator, self._start = emulator, start
+        self.registry, self.settings = registry, settings
         self.metrics = Metrics()
         self._running: Any = None
 
@@ -134,7 +135,8 @@ def wait_condition(emulator: Emulator, name: str, type_: str, reason: str | None
 
 def jobs_of(emulator: Emulator, name: str) -> list[dict]:
     return [j for j in emulator.list(JOBS, NS)
-            if j["metadata"].get("annotations", {}).get("migrations.umt.dev/owner") == f"{NS}/{name}"]
+            if j["metadata"].get("annotations", {}).get("migrations.umt.dev/owner")
+            == f"{NS}/{name}"]
 
 
 def db_revision(url: str) -> str | None:
@@ -180,7 +182,8 @@ def test_create_to_ready_at_head(emulator: Emulator, operator: Operator, kubelet
     assert f"{len(REVISION_IDS)} steps" in status["message"]
     assert db_revision(pg_url) == HEAD
     assert len(jobs_of(emulator, "umt-schema")) == 1 and kubelet.processes_started == 1
-    emulator.wait_for(lambda: {"JobCreated", "Succeeded"} <= set(event_reasons(emulator, "umt-schema")))
+    emulator.wait_for(
+        lambda: {"JobCreated", "Succeeded"} <= set(event_reasons(emulator, "umt-schema")))
     # what users see with the real kubectl
     kubectl("wait", "--for=condition=Ready", "smig/umt-schema", "--timeout=10s")
     table = kubectl("get", "smig", "umt-schema").stdout
@@ -201,7 +204,8 @@ def test_downgrade_refused_then_allowed(emulator: Emulator, operator: Operator,
     add_migration(emulator)
     wait_condition(emulator, "umt-schema", "Ready")
 
-    emulator.patch(SCHEMA_MIGRATIONS, NS, "umt-schema", {"spec": {"targetRevision": REVISION_IDS[1]}})
+    emulator.patch(SCHEMA_MIGRATIONS, NS, "umt-schema",
+                   {"spec": {"targetRevision": REVISION_IDS[1]}})
     obj = wait_condition(emulator, "umt-schema", "Stalled", "DowngradeNotAllowed", generation=2)
     assert condition(obj, "Ready")["status"] == "False"
     assert obj["status"]["currentRevision"] == HEAD and db_revision(pg_url) == HEAD
@@ -284,7 +288,8 @@ def test_operator_restart_mid_job_creates_no_second_job(
     job = jobs_of(emulator, "umt-schema")[0]
     emulator.wait_for(lambda: (emulator.get(JOBS, NS, job["metadata"]["name"])["status"]
                                .get("succeeded")))
-    assert condition(emulator.get(SCHEMA_MIGRATIONS, NS, "umt-schema"), "Ready").get("status") != "True"
+    obj = emulator.get(SCHEMA_MIGRATIONS, NS, "umt-schema")
+    assert condition(obj, "Ready").get("status") != "True"
     operator.start()
     wait_condition(emulator, "umt-schema", "Ready", "Succeeded")
     assert len(jobs_of(emulator, "umt-schema")) == 1 and kubelet.processes_started == 1
@@ -346,8 +351,8 @@ def test_two_resources_on_one_database_both_end_ready(
     directions = sorted([a["status"]["direction"], b["status"]["direction"]])
     assert directions in (["none", "upgrade"], ["upgrade", "upgrade"])
     if directions == ["none", "upgrade"]:  # serialised: one migrated, the other found it done
-        assert sorted([len(a["status"]["appliedRevisions"]), len(b["status"]["appliedRevisions"])]) \
-            == [0, len(REVISION_IDS)]
+        applied = [len(a["status"]["appliedRevisions"]), len(b["status"]["appliedRevisions"])]
+        assert sorted(applied) == [0, len(REVISION_IDS)]
 
 
 def test_operator_process_serves_liveness_and_metrics(emulator: Emulator, kubelet: FakeKubelet,
@@ -377,7 +382,8 @@ def test_operator_process_serves_liveness_and_metrics(emulator: Emulator, kubele
             assert reply.status == 200
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=10) as reply:
             text = reply.read().decode()
-        assert "umt_schema_migrations_total{direction=\"upgrade\",reason=\"Succeeded\",result=\"succeeded\"} 1.0" in text, text
+        assert ('umt_schema_migrations_total{direction="upgrade",reason="Succeeded",'
+                'result="succeeded"} 1.0') in text, text
         assert "umt_schema_migration_duration_seconds_bucket" in text
         assert "umt_schema_migration_jobs_running 0.0" in text
     finally:

@@ -107,9 +107,9 @@ def operator(emulator: Emulator, kopf_operator: Any, kubelet: FakeKubelet) -> It
 
 
 @pytest.fixture
-def database(emulator: Emulator, pg_url: str) -> Iterator[str]:
+def database(emulator: Emulator, pg_url: str) -> str:
     add_secret(emulator, pg_url)
-    yield pg_url
+    return pg_url
 
 
 def test_ready_prints_progress_and_exits_0(emulator: Emulator, operator: Operator,
@@ -266,7 +266,7 @@ def exec_user(command: str) -> dict[str, Any]:
     return {"exec": {"apiVersion": "client.authentication.k8s.io/v1beta1", "command": command}}
 
 
-@pytest.mark.parametrize("kubeconfig, message", [
+@pytest.mark.parametrize(("kubeconfig", "message"), [
     ("clusters: [\n", "ParserError"),  # not YAML
     ("clusters: 5\n", "TypeError"),  # YAML of the wrong shape
     (yaml.safe_dump(kubeconfig_with_user(exec_user("/nonexistent/get-token"))),
@@ -286,7 +286,7 @@ def test_unusable_credentials_exit_5_in_one_line(tmp_path: Any, kubeconfig: str,
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("body, message", [
+@pytest.mark.parametrize(("body", "message"), [
     ("kind: [", "is not valid YAML"),
     ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n", "not a migrations.umt.dev"),
     ("apiVersion: migrations.umt.dev/v1alpha1\nkind: SchemaMigration\nspec: {}\n",

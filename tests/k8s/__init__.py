@@ -10,12 +10,31 @@
 """
 
 from tests.k8s.apimachinery import ApiError
-from tests.k8s.emulator import CONFIGMAPS, CRDS, EVENTS, JOBS, PODS, SCHEMA_MIGRATIONS, \
-    SECRETS, Emulator
+from tests.k8s.emulator import (
+    CONFIGMAPS,
+    CRDS,
+    EVENTS,
+    JOBS,
+    PODS,
+    SCHEMA_MIGRATIONS,
+    SECRETS,
+    Emulator,
+)
 from tests.k8s.kopf_runner import KopfThread, run_kopf
 from tests.k8s.kubelet import ContainerRun, FakeKubelet
 
 __all__ = [
-    "ApiError", "CONFIGMAPS", "CRDS", "ContainerRun", "EVENTS", "Emulator", "FakeKubelet",
-    "JOBS", "KopfThread", "PODS", "SCHEMA_MIGRATIONS", "SECRETS", "run_kopf",
+    "CONFIGMAPS",
+    "CRDS",
+    "EVENTS",
+    "JOBS",
+    "PODS",
+    "SCHEMA_MIGRATIONS",
+    "SECRETS",
+    "ApiError",
+    "ContainerRun",
+    "Emulator",
+    "FakeKubelet",
+    "KopfThread",
+    "run_kopf",
 ]

@@ -100,12 +100,11 @@ def request_call(method: str, path: str, query: Mapping[str, list[str]],
     else:
         verb = _METHOD_VERBS.get(method.upper(), "")
     namespace = ""
-    if parts[0] == "namespaces":
-        if len(parts) > 1:
-            namespace = parts[1]
-            if len(parts) > 2 and parts[2] not in _NAMESPACE_SUBRESOURCES:
-                parts = parts[2:]
-    resource, name, subresource = (parts + ["", "", ""])[:3]
+    if parts[0] == "namespaces" and len(parts) > 1:
+        namespace = parts[1]
+        if len(parts) > 2 and parts[2] not in _NAMESPACE_SUBRESOURCES:
+            parts = parts[2:]
+    resource, name, subresource = [*parts, "", "", ""][:3]
     if verb in _SPECIAL_VERBS_NO_SUBRESOURCES:
         subresource = ""
     if not name and verb == "get":

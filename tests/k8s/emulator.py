@@ -30,8 +30,15 @@ import yaml
 from tests.k8s.admission import pod_security, resource_quota
 from tests.k8s.apimachinery import parse_label_selector
 from tests.k8s.apiserver import ApiServer
-from tests.k8s.builtins import ADMISSION, ALL_VERBS, BUILTIN_RESOURCES, KOPF_PEERINGS, \
-    WITHOUT_GENERATION, bundled_catalogue, crd_registration
+from tests.k8s.builtins import (
+    ADMISSION,
+    ALL_VERBS,
+    BUILTIN_RESOURCES,
+    KOPF_PEERINGS,
+    WITHOUT_GENERATION,
+    bundled_catalogue,
+    crd_registration,
+)
 from tests.k8s.field_selectors import compile_field_selector
 from tests.k8s.store import Body, Hook, ResourceType
 
@@ -101,7 +108,7 @@ class Emulator:
         asyncio.set_event_loop(self.loop)
         try:
             self.loop.run_until_complete(self._main(started))
-        except BaseException as exc:  # noqa: BLE001 - reported to start() if it is waiting
+        except BaseException as exc:
             if not started.done():
                 started.set_exception(exc)
             raise
@@ -310,7 +317,7 @@ class Emulator:
                 if remaining <= 0:
                     raise TimeoutError(f"{message or 'condition'} not met within {timeout}s; "
                                        f"last result: {result!r}")
-                self.store.changed.wait_for(lambda: self.store.revision != seen,
+                self.store.changed.wait_for(lambda seen=seen: self.store.revision != seen,
                                             timeout=remaining)
 
     def notify(self) -> None:

@@ -21,8 +21,14 @@ from tests.k8s.kopf_runner import run_kopf
 from tests.k8s.kubelet import FakeKubelet
 
 __all__ = [
-    "emulator", "kubelet", "kubelet_options", "k8s_api", "kubectl", "kubectl_binary",
-    "helm_binary", "kopf_operator",
+    "emulator",
+    "helm_binary",
+    "k8s_api",
+    "kopf_operator",
+    "kubectl",
+    "kubectl_binary",
+    "kubelet",
+    "kubelet_options",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

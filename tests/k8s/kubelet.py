@@ -32,8 +32,13 @@ from typing import Any
 from tests.k8s.apimachinery import ApiError, now_rfc3339
 from tests.k8s.emulator import CONFIGMAPS, PODS, SECRETS, Emulator
 from tests.k8s.job_controller import JobController, PodOutcome
-from tests.k8s.pod_runtime import ContainerConfigError, PodStatus, expand, resolve_env, \
-    termination_message
+from tests.k8s.pod_runtime import (
+    ContainerConfigError,
+    PodStatus,
+    expand,
+    resolve_env,
+    termination_message,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NODE_NAME = "emulated-node"

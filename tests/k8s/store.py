@@ -28,8 +28,14 @@ from typing import Any
 import kmock
 
 from tests.k8s import server_side_apply
-from tests.k8s.apimachinery import ApiError, apply_patch, merge_patch, not_found, \
-    now_rfc3339, random_suffix
+from tests.k8s.apimachinery import (
+    ApiError,
+    apply_patch,
+    merge_patch,
+    not_found,
+    now_rfc3339,
+    random_suffix,
+)
 
 # Metadata fields that only the server writes; client writes to them are ignored.
 SYSTEM_METADATA = (
@@ -145,9 +151,9 @@ class ObjectStore:
 
     def _live(self, rtype: ResourceType, namespace: str | None) -> Iterator[Body]:
         for (resource, ns, _), obj in self.objects.items():
-            if resource == rtype.resource and not obj.deleted:
-                if namespace is None or ns == namespace:
-                    yield obj.raw
+            if (resource == rtype.resource and not obj.deleted
+                    and (namespace is None or ns == namespace)):
+                yield obj.raw
 
     # --- Writes (the emulator's event loop only) ---------------------------------------------
 

@@ -85,9 +85,9 @@ def _scalar_keywords(schema: dict[str, Any], value: Any, path: str) -> list[str]
             errors.append(f"{path}: Required value")
         if "pattern" in schema and not re.search(schema["pattern"], value):
             errors.append(f"{path}: should match {schema['pattern']!r}")
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value < schema.get("minimum", value) or value > schema.get("maximum", value):
-            errors.append(f"{path}: out of range")
+    if (isinstance(value, int) and not isinstance(value, bool)
+            and not schema.get("minimum", value) <= value <= schema.get("maximum", value)):
+        errors.append(f"{path}: out of range")
     return errors
 
 

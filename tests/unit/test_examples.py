@@ -108,7 +108,7 @@ def test_schema_migration_is_valid(name: str) -> None:
 
 @pytest.mark.integration
 @pytest.mark.parametrize("name", SCHEMA_MIGRATIONS)
-def test_schema_migration_applies_with_kubectl(name: str, kubectl: Any) -> None:  # noqa: F811
+def test_schema_migration_applies_with_kubectl(name: str, kubectl: Any) -> None:
     # --validate=false: the emulator serves no OpenAPI document (tests/k8s, FACTS.md)
     (resource,) = load(name)
     # no namespace in the file: `-n` picks it, as the NOTES and docs/install.md say
@@ -143,7 +143,7 @@ def test_helm_values_render_the_intended_mode(helm_binary: Path, chart: Path,  #
 @pytest.mark.integration
 def test_helm_hook_values_migrate_through_the_real_waiter(
         helm_binary: Path, chart: Path, emulator: Any, operator: Any,  # noqa: F811
-        database: str, tmp_path: Path) -> None:
+        database: str, tmp_path: Path) -> None:  # noqa: F811
     """The hook Job of examples/helm-values-hook.yaml, run as a process: its exact arguments,
     its mounted manifest, against the emulator with the real operator and PostgreSQL."""
     objects = render(helm_binary, chart, "-f", str(EXAMPLES / "helm-values-hook.yaml"),

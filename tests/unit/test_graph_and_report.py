@@ -27,14 +27,14 @@ B1, M = "b0000000001", "m0000000001"
 def script(tmp_path_factory: pytest.TempPathFactory) -> ScriptDirectory:
     """a ── c1 ── c2 ── c3            (c3 is a head)
                  └── b1 (feature)      (b1 is a head)"""
-    revs = linear_chain(3) + [Rev(B1, C1, "feature", branch_labels=("feature",))]
+    revs = [*linear_chain(3), Rev(B1, C1, "feature", branch_labels=("feature",))]
     ini = make_project(tmp_path_factory.mktemp("graph"), revs)
     return ScriptDirectory.from_config(Config(str(ini)))
 
 
 @pytest.fixture(scope="module")
 def merged(tmp_path_factory: pytest.TempPathFactory) -> ScriptDirectory:
-    revs = linear_chain(3) + [Rev(B1, C1, "feature"), Rev(M, (C3, B1), "merge")]
+    revs = [*linear_chain(3), Rev(B1, C1, "feature"), Rev(M, (C3, B1), "merge")]
     ini = make_project(tmp_path_factory.mktemp("merged"), revs)
     return ScriptDirectory.from_config(Config(str(ini)))
 
@@ -125,11 +125,12 @@ def test_the_case_table_follows_alembics_own_parser(case: TargetCase) -> None:
 def test_the_grammar_is_alembics() -> None:
     """graph.py copies Alembic's private constants: a new Alembic that changes them fails here."""
     assert RELATIVE_DESTINATION.pattern == revision._relative_destination.pattern
-    assert ILLEGAL_ID_CHARS == set(revision._revision_illegal_chars)
+    assert set(revision._revision_illegal_chars) == ILLEGAL_ID_CHARS
 
 
 def test_branch_qualified_ids_and_dotted_ids_resolve(tmp_path: Path) -> None:
-    revs = linear_chain(1) + [
+    revs = [
+        *linear_chain(1),
         Rev("v3.0.0.c", C1, "dotted"),
         Rev("0001_initial", "v3.0.0.c", "numbered", branch_labels=("feature",)),
     ]
@@ -166,5 +167,6 @@ def test_urls_are_normalised_and_masked() -> None:
     assert normalize_url("postgresql+psycopg2://u:p@h/db").startswith("postgresql+psycopg2://")
     assert mask_url("postgresql://bob:s3cr%40t@db:5432/umt") == "postgresql://bob:***@db:5432/umt"
     assert describe_target("postgresql://bob:pw@db:5432/umt") == "postgresql://db:5432/umt"
-    text = 'connect to "mysql+pymysql://root:hunter22@x/y" failed; password=hunter22 PASSWORD "hunter22"'
+    text = ('connect to "mysql+pymysql://root:hunter22@x/y" failed; '
+            'password=hunter22 PASSWORD "hunter22"')
     assert "hunter22" not in scrub(text, "hunter22")

@@ -58,9 +58,9 @@ def kstatus(resource: dict[str, Any]) -> str:
     status = resource.get("status") or {}
     if metadata.get("deletionTimestamp"):
         return TERMINATING
-    if "generation" in metadata and "observedGeneration" in status:
-        if status["observedGeneration"] != metadata["generation"]:
-            return IN_PROGRESS
+    if ("generation" in metadata and "observedGeneration" in status
+            and status["observedGeneration"] != metadata["generation"]):
+        return IN_PROGRESS
     conditions = status.get("conditions") or []
     for condition in conditions:
         if condition.get("status") == "True" and condition.get("type") == "Reconciling":

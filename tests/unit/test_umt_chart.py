@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,11 +64,11 @@ def helm(binary: Path, chart: Path, command: str, *args: str) -> subprocess.Comp
 
 @pytest.fixture(scope="module")
 def chart(helm_binary: Path,  # noqa: F811
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+          tmp_path_factory: pytest.TempPathFactory) -> Path:
     """charts/umt with its dependency built, in a copy (nothing generated lands in the tree)."""
     built = charts.umt_chart(helm_binary, tmp_path_factory.mktemp("charts"))
     assert [p.name for p in (built / "charts").iterdir()] == ["schema-migration-0.1.0.tgz"]
-    yield built
+    return built
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ def known(rev: str) -> bool:
     return rev in KNOWN
 
 
-@pytest.mark.parametrize("heads, current, passed, words", [
+@pytest.mark.parametrize(("heads", "current", "passed", "words"), [
     (("c3",), ("c3",), True, "at this image's head c3"),
     (("c3", "d4"), ("c3", "d4"), True, "head c3,d4"),
     (("c3",), ("zz9",), True, "do not know"),  # a newer schema: never deadlock a rollout

@@ -44,7 +44,8 @@ def test_ready_of_an_older_generation_counts_for_nothing() -> None:
 
 def test_stalled_for_the_generation_with_its_reason() -> None:
     status = obj(observedGeneration=3, phase="Failed", message="boom",
-                 conditions=[cond("Ready", "False", 3), cond("Stalled", "True", 3, "MigrationFailed")])
+                 conditions=[cond("Ready", "False", 3),
+                             cond("Stalled", "True", 3, "MigrationFailed")])
     tracker = Tracker(REF, 3, started=0.0)
     lines = tracker.observe("MODIFIED", status)
     assert lines == [f"{REF}: Failed: ? -> head - boom"]
@@ -120,7 +121,7 @@ def test_manifest_is_read_and_its_namespace_honoured() -> None:
     assert manifest.for_namespace("umt")["metadata"]["namespace"] == "umt"
 
 
-@pytest.mark.parametrize("text, message", [
+@pytest.mark.parametrize(("text", "message"), [
     (GOOD + "---\n" + GOOD, "exactly one SchemaMigration"),
     ("- a\n- b\n", "not a Kubernetes object"),
     (GOOD.replace("name: umt-schema, ", "generateName: u-, "), "metadata.generateName"),
@@ -132,9 +133,9 @@ def test_bad_manifests_are_usage_errors(text: str, message: str) -> None:
 
 
 def test_unreadable_manifests_are_usage_errors(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="cannot read .*: No such file or directory"):
+    with pytest.raises(UsageError, match=r"cannot read .*: No such file or directory"):
         read_manifest_text(str(tmp_path / "missing.yaml"))
-    with pytest.raises(UsageError, match="cannot read .*: Is a directory"):
+    with pytest.raises(UsageError, match=r"cannot read .*: Is a directory"):
         read_manifest_text(str(tmp_path))
     latin1 = tmp_path / "latin1.yaml"
     latin1.write_bytes(GOOD.replace("umt-schema", "sch\xe9ma").encode("latin-1"))
