@@ -179,8 +179,8 @@ def _alembic_command(args: argparse.Namespace) -> int:
     elif name in ("history", "current", "heads"):
         getattr(commands, name)(project, verbose=args.verbose)
     elif name == "merge":
-        path = commands.merge(project, args.message)
-        print(f"created {_relative(path)}" if path else "nothing to merge: there is one head")
+        merged = commands.merge(project, args.message)
+        print(f"created {_relative(merged)}" if merged else "nothing to merge: there is one head")
     elif name == "check":
         commands.check(project)
         print("models and migrations agree")

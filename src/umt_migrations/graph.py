@@ -18,7 +18,7 @@ from typing import Literal
 
 from alembic.runtime.migration import MigrationStep
 from alembic.script import ScriptDirectory
-from alembic.script.revision import MultipleHeads, RevisionError
+from alembic.script.revision import MultipleHeads, Revision, RevisionError
 from alembic.util import CommandError
 
 from .errors import (
@@ -59,7 +59,7 @@ class Plan:
 
 def step_revision(step: MigrationStep) -> str:
     """The revision id a step runs the upgrade or downgrade of."""
-    return step.revision.revision  # type: ignore[attr-defined]
+    return str(step.revision.revision)  # type: ignore[attr-defined]  # a RevisionStep
 
 
 def format_heads(heads: Sequence[str]) -> str | None:
@@ -130,7 +130,7 @@ def resolve(script: ScriptDirectory, target: str) -> tuple[str, ...]:
             REVISION_NOT_FOUND,
             f"revision '{target}' is not in this project's scripts ({_first_line(exc)})",
         ) from exc
-    return tuple(sorted(rev.revision for rev in revisions if rev is not None))
+    return tuple(sorted(rev.revision for rev in revisions if isinstance(rev, Revision)))
 
 
 def ancestors(script: ScriptDirectory, heads: Iterable[str]) -> set[str]:
@@ -192,7 +192,8 @@ def plan_move(
             raise MigrationError(
                 INVALID_SPEC, f"cannot downgrade to several revisions at once ({wanted})"
             )
-        steps = script._downgrade_revs(destination, heads or None)
+        # Alembic annotates one head; iterate_revisions underneath takes the tuple of them.
+        steps = script._downgrade_revs(destination, heads or None)  # type: ignore[arg-type]
         return Plan("downgrade", heads, wanted, tuple(steps))
 
     for rev in wanted:

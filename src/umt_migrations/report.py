@@ -86,7 +86,8 @@ def _shrink(data: dict[str, Any], limit: int) -> str:
             data["applied"] = [*applied[: keep // 2], _ELLIPSIS, *applied[-(keep - keep // 2):]]
     text = _dump(data)
     if len(text.encode()) > limit:  # pathological: keep only what the operator needs
-        core = {k: data[k] for k in ("ok", "direction", "fromRevision", "toRevision") if k in data}
+        kept = ("ok", "direction", "fromRevision", "toRevision")
+        core: dict[str, Any] = {k: data[k] for k in kept if k in data}
         if error:
             core["error"] = {"reason": error.get("reason", ""), "message": _ELLIPSIS}
         text = _dump(core)

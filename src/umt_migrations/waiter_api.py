@@ -39,7 +39,7 @@ from .waiter import (
 )
 
 #: The HTTP library lightkube is built on (httpx, or its fork httpx2 from lightkube 1.0 on).
-httpx: Any = generic_client.httpx
+httpx: Any = generic_client.httpx  # type: ignore[attr-defined]
 
 SchemaMigration = create_namespaced_resource(GROUP, VERSION, KIND, PLURAL)
 REQUEST_TIMEOUT = 10.0
@@ -106,6 +106,7 @@ def _client(options: Options) -> tuple[AsyncClient, str]:
         else:
             config = KubeConfig.from_env()
         single = config.get(context_name=options.context)
+        assert single is not None  # without a default, get() raises instead of returning None
         client = AsyncClient(single, timeout=httpx.Timeout(REQUEST_TIMEOUT))
         return client, str(single.cluster.server)
     except Exception as exc:  # noqa: BLE001 - only the kubeconfig is read here (YAML, shapes, files)
@@ -121,10 +122,11 @@ def _no_credentials(exc: BaseException) -> str:
 
 async def _apply(client: AsyncClient, manifest: Manifest, namespace: str, field_manager: str,
                  ref: str, server: str) -> dict[str, Any]:
-    obj = SchemaMigration(manifest.for_namespace(namespace))
+    obj = SchemaMigration(**manifest.for_namespace(namespace))
     try:
-        result = await client.apply(obj, namespace=namespace, field_manager=field_manager,
-                                    force=True)
+        # lightkube's overloads leave out namespace= for a namespaced resource; apply() takes it.
+        result = await client.apply(obj, namespace=namespace,  # type: ignore[call-overload]
+                                    field_manager=field_manager, force=True)
     except ApiError as exc:
         raise ApiProblem(f"cannot apply {KIND} {ref}: {_api_error(exc)}") from None
     except (ConfigError, OSError) as exc:  # the exec plugin or token file of the credentials
@@ -240,7 +242,7 @@ class _Follower:
                 async for kind, obj in self.client.watch(
                         SchemaMigration, namespace=self.namespace,
                         fields={"metadata.name": self.name}, resource_version=version):
-                    version = obj.metadata.resourceVersion or version
+                    version = (obj.metadata and obj.metadata.resourceVersion) or version
                     failures = 0
                     await self.queue.put(_Event(kind, dict(obj)))
             except ApiError as exc:

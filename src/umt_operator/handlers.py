@@ -15,7 +15,6 @@ seen Jobs and pods, so computing a status needs no extra read.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import kopf
@@ -44,7 +43,7 @@ from umt_operator.settings import Settings, SettingsError
 
 
 @kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger,
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger,
                   **_: Any) -> None:
     """Validate the settings, open the API client, serve metrics; all kept in ``memo``."""
     try:
@@ -77,7 +76,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
 
 
 @kopf.on.login()
-def login(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any) -> kopf.ConnectionInfo:
+def login(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> kopf.ConnectionInfo:
     """In-cluster service account, else KUBECONFIG: no client library needed."""
     return connect(settings, logger)
 
@@ -99,9 +98,11 @@ async def api_reachable(memo: kopf.Memo, **_: Any) -> bool:
     return memo.get("context") is not None
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL)
+# kopf passes each index as a keyword argument its handler protocols do not name (they end in
+# **kwargs), so mypy cannot match a handler that declares one: hence the ignores below.
+@kopf.on.event(GROUP, VERSION, PLURAL)  # type: ignore[arg-type]
 async def schema_migration_event(
-    body: kopf.Body, type: str | None, memo: kopf.Memo, logger: logging.Logger,
+    body: kopf.Body, type: str | None, memo: kopf.Memo, logger: kopf.Logger,
     migration_pods: kopf.Index[Any, dict[str, Any]], **_: Any
 ) -> None:
     """Any change to a SchemaMigration (and its initial listing on start)."""
@@ -116,7 +117,8 @@ async def schema_migration_event(
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
-async def schema_migrations(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+async def schema_migrations(namespace: str | None, name: str, body: kopf.Body,
+                            **_: Any) -> dict[Any, Any]:
     """The SchemaMigrations as last seen by the watch, so a Job event needs no extra read."""
     meta = {k: v for k, v in body.metadata.items() if k != "managedFields"}
     return {(namespace, name): {"metadata": meta, "spec": dict(body.spec),
@@ -124,22 +126,23 @@ async def schema_migrations(namespace: str, name: str, body: kopf.Body, **_: Any
 
 
 @kopf.index("batch", "v1", "jobs", labels=MANAGED_BY)
-async def migration_jobs(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+async def migration_jobs(namespace: str | None, name: str, body: kopf.Body,
+                         **_: Any) -> dict[Any, Any]:
     """The operator's Jobs as last seen, so a pod event finds its Job without a read."""
     return {(namespace, name): slim_job(body)}
 
 
 @kopf.index("v1", "pods", labels=MANAGED_BY)
-async def migration_pods(namespace: str, labels: kopf.Labels, body: kopf.Body,
-                   **_: Any) -> dict[Any, Any] | None:
+async def migration_pods(namespace: str | None, labels: kopf.Labels, body: kopf.Body,
+                         **_: Any) -> dict[Any, Any] | None:
     """The migration Jobs' pods as last seen (their phase, conditions and container states)."""
     job_name = job_name_of(labels)
     return {(namespace, job_name): slim_pod(body)} if job_name else None
 
 
-@kopf.on.event("batch", "v1", "jobs", labels=MANAGED_BY)
+@kopf.on.event("batch", "v1", "jobs", labels=MANAGED_BY)  # type: ignore[arg-type]
 async def job_event(
-    body: kopf.Body, type: str | None, memo: kopf.Memo, logger: logging.Logger,
+    body: kopf.Body, type: str | None, memo: kopf.Memo, logger: kopf.Logger,
     schema_migrations: kopf.Index[Any, dict[str, Any]],
     migration_pods: kopf.Index[Any, dict[str, Any]], **_: Any
 ) -> None:
@@ -150,10 +153,10 @@ async def job_event(
                            schema_migrations, migration_pods)
 
 
-@kopf.on.event("v1", "pods", labels=MANAGED_BY)
+@kopf.on.event("v1", "pods", labels=MANAGED_BY)  # type: ignore[arg-type]
 async def pod_event(
     body: kopf.Body, labels: kopf.Labels, namespace: str, type: str | None, memo: kopf.Memo,
-    logger: logging.Logger, schema_migrations: kopf.Index[Any, dict[str, Any]],
+    logger: kopf.Logger, schema_migrations: kopf.Index[Any, dict[str, Any]],
     migration_jobs: kopf.Index[Any, dict[str, Any]],
     migration_pods: kopf.Index[Any, dict[str, Any]], **_: Any
 ) -> None:
@@ -173,7 +176,7 @@ async def pod_event(
 
 
 async def _reconcile_owner(
-    context: Context, job: dict[str, Any], deleted: bool, logger: logging.Logger,
+    context: Context, job: dict[str, Any], deleted: bool, logger: kopf.Logger,
     schema_migrations: kopf.Index[Any, dict[str, Any]],
     migration_pods: kopf.Index[Any, dict[str, Any]],
 ) -> None:

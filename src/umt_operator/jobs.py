@@ -301,9 +301,10 @@ def parse_report(text: str | None) -> RunnerReport | None:
         return None
     if not isinstance(data, dict) or "ok" not in data:
         return None
-    error = data.get("error") if isinstance(data.get("error"), dict) else {}
+    raw_error, raw_applied = data.get("error"), data.get("applied")
+    error: dict[str, Any] = raw_error if isinstance(raw_error, dict) else {}
     duration = data.get("durationSeconds")
-    applied = data.get("applied") if isinstance(data.get("applied"), list) else []
+    applied: list[Any] = raw_applied if isinstance(raw_applied, list) else []
     return RunnerReport(
         ok=data.get("ok") is True,
         direction=data.get("direction") if isinstance(data.get("direction"), str) else None,
@@ -358,7 +359,7 @@ class JobObservation:
         return self.succeeded or self.failed
 
 
-def _true_condition(job: Mapping[str, Any], types: Sequence[str]) -> dict | None:
+def _true_condition(job: Mapping[str, Any], types: Sequence[str]) -> dict[str, Any] | None:
     conditions = (job.get("status") or {}).get("conditions") or []
     return next(
         (dict(c) for c in conditions if c.get("type") in types and c.get("status") == "True"), None
@@ -368,7 +369,8 @@ def _true_condition(job: Mapping[str, Any], types: Sequence[str]) -> dict | None
 def _container_status(pod: Mapping[str, Any]) -> Mapping[str, Any]:
     statuses = (pod.get("status") or {}).get("containerStatuses") or []
     named = [s for s in statuses if s.get("name") == CONTAINER_NAME]
-    return (named or statuses or [{}])[0]
+    first: Mapping[str, Any] = (named or statuses or [{}])[0]
+    return first
 
 
 def _terminations(pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -425,7 +427,8 @@ def _pod_problem(pods: Sequence[Mapping[str, Any]]) -> PodProblem | None:
 def _unschedulable(pods: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     """The ``PodScheduled=False`` condition of a pod no node fits, if any."""
     for pod in pods:
-        for condition in (pod.get("status") or {}).get("conditions") or []:
+        conditions: list[Mapping[str, Any]] = (pod.get("status") or {}).get("conditions") or []
+        for condition in conditions:
             if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
                 return condition
     return None

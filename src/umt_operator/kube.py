@@ -151,7 +151,8 @@ class KubeAPI:
                     return None
                 if response.status >= 400:
                     raise KubeError(response.status, _error_message(await response.text()))
-                return await response.json(content_type=None)
+                data: dict[str, Any] | None = await response.json(content_type=None)
+                return data
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise kopf.TemporaryError(f"Kubernetes API unreachable: {exc}", delay=5) from exc
 

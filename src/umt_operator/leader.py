@@ -204,9 +204,9 @@ class LeaderElection:
         try:
             lease = await self.api.get_lease(self.namespace, self.name)
             if lease is None:
-                record = self.candidate.initial(micro_time())
-                self._lease = await self.api.create_lease(self.namespace, self._body(record))
-                self.candidate.accepted(record, self._clock())
+                initial = self.candidate.initial(micro_time())
+                self._lease = await self.api.create_lease(self.namespace, self._body(initial))
+                self.candidate.accepted(initial, self._clock())
                 return True
         except (KubeError, kopf.TemporaryError) as exc:
             logger.warning("leader election: lease %s: %s", self.description, exc)

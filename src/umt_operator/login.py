@@ -9,7 +9,6 @@ fallback. The credentials are the pod's service account token and CA bundle.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -55,7 +54,7 @@ def in_cluster(
     )
 
 
-def connect(settings: kopf.OperatorSettings, logger: logging.Logger) -> kopf.ConnectionInfo:
+def connect(settings: kopf.OperatorSettings, logger: kopf.Logger) -> kopf.ConnectionInfo:
     """In-cluster service account, else ``KUBECONFIG`` / ``~/.kube/config`` (kopf's reader)."""
     info = in_cluster()
     if info is not None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -95,7 +94,7 @@ class Context:
 async def reconcile(
     ctx: Context,
     body: Mapping[str, Any],
-    logger: logging.Logger,
+    logger: kopf.Logger,
     *,
     job: Mapping[str, Any] | None = None,
 ) -> None:
@@ -117,8 +116,7 @@ async def reconcile(
             new_status = invalid_spec_status(generation, status, str(exc))
             if await _write(ctx, body, status, new_status, logger):
                 logger.error("invalid spec: %s", exc)
-                kopf.event(dict(body), type="Warning", reason=reasons.INVALID_SPEC,
-                           message=str(exc))
+                _event(body, "Warning", reasons.INVALID_SPEC, str(exc))
             return
         job_name = generation_job_name(name, generation)
         if _concluded(status, generation, job_name):
@@ -214,20 +212,21 @@ def _indexed_pods(ctx: Context, namespace: str, name: str) -> list[dict[str, Any
 
 
 def _log_pod_trouble(body: Mapping[str, Any], old: Mapping[str, Any], new: Mapping[str, Any],
-                     logger: logging.Logger) -> None:
+                     logger: kopf.Logger) -> None:
     """A WARNING and a Warning Event when a pod-level problem is first reported (or changes)."""
-    stalled = next((c for c in new.get("conditions") or [] if c.get("type") == "Stalled"), {})
+    stalled: Mapping[str, Any] = next(
+        (c for c in new.get("conditions") or [] if c.get("type") == "Stalled"), {})
     if new.get("phase") != "Pending" or stalled.get("status") != "True":
         return
     if old.get("message") != new.get("message"):
         reason, message = str(stalled.get("reason")), str(new.get("message"))
         logger.warning("%s: %s", reason, message)
-        kopf.event(dict(body), type="Warning", reason=reason, message=message)
+        _event(body, "Warning", reason, message)
 
 
 def _recheck_when_unschedulable(
     ctx: Context, body: Mapping[str, Any], job: Mapping[str, Any],
-    pods: list[dict[str, Any]], now: datetime, logger: logging.Logger,
+    pods: list[dict[str, Any]], now: datetime, logger: kopf.Logger,
 ) -> None:
     """A pod waiting for a node changes nothing for a while: look again at the threshold."""
     waited = unschedulable_for(observe_job(job, pods), now)
@@ -295,10 +294,17 @@ def job_worth_reconciling(event_type: str | None, job: Mapping[str, Any]) -> boo
     return event_type != "ADDED" or bool(job.get("status"))
 
 
+def _event(body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+    """Post an Event about ``body`` (kopf reads its apiVersion, kind and metadata only)."""
+    # kopf annotates its own Body class; any mapping of a Kubernetes object is what it reads.
+    kopf.event(dict(body), type=type_, reason=reason, message=message)  # type: ignore[arg-type]
+
+
 def _condition_status(status: Mapping[str, Any], type_: str) -> str | None:
     for condition in status.get("conditions") or []:
         if condition.get("type") == type_:
-            return condition.get("status")
+            value: str | None = condition.get("status")
+            return value
     return None
 
 
@@ -321,7 +327,7 @@ async def _create_job(
     spec: MigrationSpec,
     job_name: str,
     image: str,
-    logger: logging.Logger,
+    logger: kopf.Logger,
 ) -> dict[str, Any]:
     meta = body["metadata"]
     manifest = render_job(
@@ -339,7 +345,7 @@ async def _create_job(
         ctx.metrics.jobs_created.inc()
         message = f"created Job {job_name} to migrate to {spec.target_revision} with {image}"
         logger.info(message)
-        kopf.event(dict(body), type="Normal", reason=reasons.JOB_CREATED, message=message)
+        _event(body, "Normal", reasons.JOB_CREATED, message)
     return job
 
 
@@ -362,7 +368,7 @@ async def _earlier_job_running(
 
 
 async def _replaced_if_never_started(
-    ctx: Context, body: Mapping[str, Any], blocker: Mapping[str, Any], logger: logging.Logger
+    ctx: Context, body: Mapping[str, Any], blocker: Mapping[str, Any], logger: kopf.Logger
 ) -> bool:
     """Delete an earlier generation's Job whose pod is stuck before its container ever ran.
 
@@ -380,7 +386,7 @@ async def _replaced_if_never_started(
     message = (f"deleted Job {name} of an earlier generation: its pod never started ({why}), "
                "so it never touched the database")
     logger.info(message)
-    kopf.event(dict(body), type="Normal", reason=reasons.JOB_REPLACED, message=message)
+    _event(body, "Normal", reasons.JOB_REPLACED, message)
     return True
 
 
@@ -417,7 +423,7 @@ async def _fallback_for_downgrade(
     spec: MigrationSpec,
     job: dict[str, Any],
     pods: list[dict[str, Any]],
-    logger: logging.Logger,
+    logger: kopf.Logger,
 ) -> tuple[dict[str, Any], str, list[dict[str, Any]]]:
     """Rerun with ``appliedImage`` when the requested image doesn't know the database's revision.
 
@@ -441,7 +447,7 @@ async def _fallback_for_downgrade(
     if fallback is None:
         logger.info(
             "image %s does not know revision %s; downgrading with %s, which applied it",
-            used_image, observation.report.from_revision, applied_image,
+            used_image, report.from_revision, applied_image,
         )
         fallback = await _create_job(ctx, body, spec, fallback_name, applied_image, logger)
     pods = await _pods(ctx, namespace, fallback)
@@ -458,7 +464,7 @@ async def _write(
     body: Mapping[str, Any],
     old: Mapping[str, Any],
     new: Mapping[str, Any],
-    logger: logging.Logger,
+    logger: kopf.Logger,
 ) -> bool:
     """Patch the status only when something other than timestamps changed; True if patched."""
     if _comparable(old) == _comparable({**old, **new}):
@@ -487,7 +493,7 @@ def _observe_for_metrics(
     pods: list[dict[str, Any]],
     old: Mapping[str, Any],
     new: Mapping[str, Any],
-    logger: logging.Logger,
+    logger: kopf.Logger,
 ) -> None:
     """Events, metrics and a log line when a run ends (once: on the phase transition)."""
     key = f"{job['metadata'].get('namespace')}/{job['metadata']['name']}"
@@ -506,11 +512,12 @@ def _observe_for_metrics(
         ctx.metrics.run_ended(result="succeeded", direction=direction, reason=reasons.SUCCEEDED,
                               seconds=seconds)
         logger.info(message)
-        kopf.event(dict(body), type="Normal", reason=reasons.SUCCEEDED, message=message)
+        _event(body, "Normal", reasons.SUCCEEDED, message)
     else:
-        ready = next((c for c in new.get("conditions", []) if c["type"] == "Stalled"), {})
-        reason = ready.get("reason") or reasons.JOB_FAILED
+        stalled: Mapping[str, Any] = next(
+            (c for c in new.get("conditions", []) if c["type"] == "Stalled"), {})
+        reason = stalled.get("reason") or reasons.JOB_FAILED
         message = event_message_for_failure(job["metadata"]["name"], observation)
         ctx.metrics.run_ended(result="failed", direction=direction, reason=reason, seconds=seconds)
         logger.error(message)
-        kopf.event(dict(body), type="Warning", reason=reason, message=message)
+        _event(body, "Warning", reason, message)

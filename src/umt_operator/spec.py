@@ -235,7 +235,8 @@ def _check_labels(labels: Mapping[str, str], problems: list[str]) -> None:
             problems.append(f"job.podLabels: value of {key!r} is not a valid label value")
 
 
-def _list_of_objects(job: Mapping[str, Any], key: str, problems: list[str]) -> list[dict]:
+def _list_of_objects(job: Mapping[str, Any], key: str,
+                     problems: list[str]) -> list[dict[str, Any]]:
     value = _or_empty(job.get(key), [])
     if not isinstance(value, list) or not all(isinstance(item, Mapping) for item in value):
         problems.append(f"job.{key} must be a list of objects")

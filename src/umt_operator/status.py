@@ -63,7 +63,8 @@ def one_line(text: str, limit: int = MAX_MESSAGE, *, keep_end: bool = False) -> 
 # --- conditions -------------------------------------------------------------------------------
 
 
-def find_condition(conditions: Iterable[Mapping[str, Any]], type_: str) -> dict | None:
+def find_condition(conditions: Iterable[Mapping[str, Any]],
+                   type_: str) -> dict[str, Any] | None:
     """The condition of type ``type_``, or None."""
     return next((dict(c) for c in conditions if c.get("type") == type_), None)
 
