@@ -112,12 +112,12 @@ def _add_safety(p: argparse.ArgumentParser) -> None:
 
 def _add_waiter_and_gate(sub: Any, common: argparse.ArgumentParser) -> None:
     """``apply`` (the waiter, Kubernetes) and ``wait-for-schema`` (the app gate, database)."""
-    from . import gate, waiter  # light modules: lightkube and SQLAlchemy load only when run
+    from . import apply, gate, waiter  # light: lightkube and SQLAlchemy load only when run
 
     text = "server-side-apply a SchemaMigration and wait until it is Ready, Stalled or timed out"
     p = sub.add_parser("apply", help=text, description=text, epilog=waiter.EXIT_CODES_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    waiter.add_arguments(p)
+    apply.add_arguments(p)
     text = "wait until the database is at this image's head (or a newer revision it does not know)"
     p = sub.add_parser("wait-for-schema", help=text, description=text, parents=[common],
                        epilog=gate.EXIT_CODES_HELP,
@@ -145,9 +145,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if name == "migrate":  # the Job's path: no alembic.command (autogenerate and friends)
         return _migrate(args)
     if name == "apply":
-        from . import waiter
+        from . import apply
 
-        return waiter.run(args)
+        return apply.run(args)
     if name == "wait-for-schema":
         from . import gate
 

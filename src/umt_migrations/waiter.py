@@ -8,20 +8,18 @@ reason and message), or the time runs out (exit 4). API trouble is exit 5, bad u
 This module is the pure part: reading the manifest, reading a status for one generation, the
 progress lines, and the :class:`Tracker` that turns a stream of object versions into lines and
 an outcome. The API calls live in :mod:`umt_migrations.waiter_api`, which alone imports
-lightkube, and only when ``apply`` runs (the runner path never pays for it).
+lightkube; the command (:mod:`umt_migrations.apply`) imports it only when ``apply`` runs (the
+runner path never pays for it).
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
-from typing import Any, TextIO
-
-from .argtypes import seconds
+from typing import Any
 
 GROUP, VERSION = "migrations.umt.dev", "v1alpha1"
 KIND, PLURAL = "SchemaMigration", "schemamigrations"
@@ -290,46 +288,3 @@ def _shown_part(snap: Snapshot | None) -> tuple[Any, ...] | None:
     if snap is None:
         return None
     return (snap.phase, snap.job, snap.current, snap.target, snap.message)
-
-
-# --- the command ------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-f", "--filename", required=True, metavar="FILE",
-                        help="the SchemaMigration manifest (YAML or JSON); - reads stdin")
-    parser.add_argument("-n", "--namespace", default=None, metavar="NS",
-                        help="namespace (default: the manifest's, else the kubeconfig "
-                        "context's or the service account's)")
-    parser.add_argument("--timeout", type=seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
-                        help=f"give up after this long (default {DEFAULT_TIMEOUT:g})")
-    parser.add_argument("--field-manager", default=DEFAULT_FIELD_MANAGER, metavar="NAME",
-                        help=f"server-side apply field manager (default {DEFAULT_FIELD_MANAGER});"
-                        " its fields are taken over with force")
-    parser.add_argument("--operator-grace", type=seconds, default=DEFAULT_GRACE,
-                        metavar="SECONDS", help="say the operator is probably not running when "
-                        f"no status appears within this long (default {DEFAULT_GRACE:g})")
-    parser.add_argument("--kubeconfig", default=None, metavar="PATH",
-                        help="kubeconfig file (default: in-cluster service account, else "
-                        "$KUBECONFIG, else ~/.kube/config)")
-    parser.add_argument("--context", default=None, help="kubeconfig context to use")
-
-
-def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """``umt-migrations apply``: returns the exit code; never raises for expected failures."""
-    out, err = out or sys.stdout, err or sys.stderr
-    try:
-        text, source = read_manifest_text(args.filename)
-        manifest = parse_manifest(text, source)
-    except UsageError as exc:
-        print(f"error: {exc}", file=err, flush=True)
-        return WaitExit.USAGE
-    from . import waiter_api  # lightkube is imported here, and only here
-
-    outcome = waiter_api.apply_and_wait(manifest, waiter_api.Options.from_args(args),
-                                        lambda line: print(line, file=out, flush=True))
-    if outcome.code == WaitExit.READY:
-        print(outcome.line, file=out, flush=True)
-    else:
-        print(f"error: {outcome.line}", file=err, flush=True)
-    return int(outcome.code)
