@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test system-packages unit install quickstart e2e bench clean manifests chart-docs charts
+.PHONY: test lint system-packages unit install quickstart e2e bench clean manifests chart-docs charts
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,9 +17,27 @@ install: $(VENV)/.installed
 
 ## The whole suite: unit + integration (real PostgreSQL and MariaDB, required, never skipped).
 ## It sets itself up: Debian packages (buildah, debootstrap, lua5.1), .venv, the databases.
-test: system-packages install
+test: system-packages install lint
 	./scripts/require-services
 	$(BIN)/pytest
+
+## Static checks, run before the tests (CONTRIBUTING.md): ruff; mypy --strict on src/ and its
+## lighter section on tests/; the import contracts; helm lint --strict on each chart (charts/umt
+## with its dependency built, in a copy); the chart's CRD copy and operator/ not stale.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports --no-logo
+	@set -e; helm="$$(./scripts/fetch-k8s-tools.sh)/helm"; scratch="$$(mktemp -d)"; \
+	trap 'rm -rf "$$scratch"' EXIT; cp -r charts "$$scratch/"; \
+	"$$helm" dependency build "$$scratch/charts/umt" >/dev/null; \
+	for chart in "$$scratch"/charts/*/; do "$$helm" lint --quiet --strict "$$chart"; done; \
+	if ! diff -r crds charts/umt-migrations-operator/files/crds; then \
+	    echo "the chart's CRD copy is stale: run make manifests"; exit 1; fi; \
+	HELM="$$helm" ./scripts/render-manifests "$$scratch/operator" 2>/dev/null; \
+	if ! diff -r operator "$$scratch/operator"; then \
+	    echo "operator/ is stale: run make manifests"; exit 1; fi
+	@echo "lint: all checks passed"
 
 ## Debian packages the suite needs: installed as root or with sudo, else one line saying how.
 system-packages:
