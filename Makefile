@@ -27,6 +27,7 @@ test: system-packages install lint
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/mypy tests
 	$(BIN)/lint-imports --no-logo
 	@set -e; helm="$$(./scripts/fetch-k8s-tools.sh)/helm"; scratch="$$(mktemp -d)"; \
 	trap 'rm -rf "$$scratch"' EXIT; cp -r charts "$$scratch/"; \
