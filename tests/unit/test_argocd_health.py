@@ -151,8 +151,10 @@ def test_statuses_the_operator_writes(phase: Phase, mode: Mode) -> None:
 @pytest.mark.parametrize(
     ("reason", "message", "shown"),
     [
-        ("MigrationFailed", "MigrationFailed: revision x failed", "MigrationFailed: revision x failed"),
-        ("SecretNotFound", 'secret "umt-db" not found', 'SecretNotFound: secret "umt-db" not found'),
+        ("MigrationFailed", "MigrationFailed: revision x failed",
+         "MigrationFailed: revision x failed"),
+        ("SecretNotFound", 'secret "umt-db" not found',
+         'SecretNotFound: secret "umt-db" not found'),
         ("Lock", "LockTimeout: waited", "Lock: LockTimeout: waited"),
         ("LockTimeout", "LockTimeout", "LockTimeout: LockTimeout"),
         ("LockTimeout", "LockTimeout:", "LockTimeout:"),
@@ -174,7 +176,8 @@ ODD_OBJECTS = [
     {},
     {"metadata": "x", "status": "y"},
     {"metadata": {"generation": 1}, "status": {"observedGeneration": 1, "conditions": "Ready"}},
-    {"metadata": {"generation": 1}, "status": {"observedGeneration": 1, "conditions": ["Ready", 7]}},
+    {"metadata": {"generation": 1},
+     "status": {"observedGeneration": 1, "conditions": ["Ready", 7]}},
     {"metadata": {"generation": 1}, "status": {"observedGeneration": 1, "conditions": [
         {"type": "Stalled", "status": True}, {"type": "Ready"}]}},
     {"metadata": {"generation": "2"}, "status": {"observedGeneration": 2}},

@@ -79,10 +79,6 @@ def kstatus(resource: dict[str, Any]) -> str:
 # --- the rules themselves, on hand-made statuses ------------------------------------------------
 
 
-def _cond(type_: str, status: str) -> dict[str, str]:
-    return {"type": type_, "status": status, "reason": "R", "message": "m"}
-
-
 def _cond(type_: str, status: str, generation: int | None = None) -> dict[str, Any]:
     condition: dict[str, Any] = {"type": type_, "status": status, "reason": "R", "message": "m"}
     if generation is not None:
