@@ -93,7 +93,7 @@ def _do_connect(dialect: Any, _record: Any, cargs: Any, cparams: dict[str, Any])
             cparams["read_timeout"] = bounds.connect_timeout
         conn = dialect.loaded_dbapi.connect(*cargs, **cparams)
         if lift:  # a long DDL statement is silent for minutes: keepalives bound it instead
-            conn._read_timeout = None  # noqa: SLF001 - PyMySQL reads it before each read
+            conn._read_timeout = None
         return conn
     return None  # other drivers: connect as usual
 

@@ -12,6 +12,7 @@ privilege to read another user's query, say) is shown as what it could read.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -117,10 +118,8 @@ class LockWatch:
         if self._thread is not None:
             self._thread.join(timeout=5)
         if self._conn is not None:
-            try:
+            with contextlib.suppress(Exception):  # the server went away: nothing to close
                 self._conn.close()
-            except Exception:  # noqa: BLE001 - the server went away: nothing to close
-                pass
 
     def _loop(self) -> None:
         while True:
@@ -155,7 +154,7 @@ class LockWatch:
                 rows = conn.exec_driver_sql(_MYSQL_ROW_BLOCKERS, {"pid": pid}).fetchall()
                 if not rows:
                     rows = conn.exec_driver_sql(_MYSQL_OLD_TRANSACTIONS, {"pid": pid}).fetchall()
-        except Exception:  # noqa: BLE001 - a look is best effort; never disturbs the run
+        except Exception:
             log.debug("could not look at the lock's holders", exc_info=True)
             return ()
         return tuple(

@@ -22,8 +22,8 @@ from alembic.util import CommandError
 from sqlalchemy.pool import NullPool
 
 from . import graph
-from .envrun import group_commit, offline_sql, read_heads, run_env
 from .connectbounds import ConnectBounds, bounded_connections
+from .envrun import group_commit, offline_sql, read_heads, run_env
 from .errors import (
     DATABASE_UNAVAILABLE,
     EXIT_CODES,
@@ -265,7 +265,8 @@ def _blocker(run: _Run) -> str | None:
 def _record_retry(run: _Run, kind: str, failures: int, exc: BaseException) -> dict[str, Any]:
     """One failed attempt, as the log and the report's ``retries`` list say it."""
     guard = run.guard
-    assert guard is not None and guard.step is not None
+    assert guard is not None
+    assert guard.step is not None
     step, watch = guard.step, guard.watch
     what = "deadlock" if kind == DEADLOCK else "lock timeout"
     waited = time.monotonic() - watch.started
@@ -298,7 +299,8 @@ def _out_of_attempts(
         f"{retry['message']}); nothing of it stayed and the database is at the last committed "
         "revision; the Job will retry",
         revision=revision,
-        extra={"attempts": str(failures), **({"blocker": retry["blocker"]} if retry["blocker"] else {})},
+        extra={"attempts": str(failures),
+               **({"blocker": retry["blocker"]} if retry["blocker"] else {})},
     )
     log.error("revision %s: attempt %d of %d failed (%s); giving up", revision, failures,
               run.request.safety.lock_retries + 1, retry["message"])
@@ -307,7 +309,8 @@ def _out_of_attempts(
 
 def _not_retried(run: _Run, kind: str, exc: BaseException) -> MigrationError:
     """A lock failure after the revision changed what a rollback cannot undo."""
-    assert run.guard is not None and run.guard.step is not None
+    assert run.guard is not None
+    assert run.guard.step is not None
     step = run.guard.step
     what = "a deadlock" if kind == DEADLOCK else "a lock timeout"
     why = (

@@ -10,6 +10,7 @@ own; PostgreSQL: anything run in ``autocommit_block()``).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -57,7 +58,7 @@ class StepGuard:
         """``steps`` as Alembic will run them, each bounding itself first."""
         self._patch_autocommit(context)
         for step in steps:
-            yield _GuardedStep(step, lambda s=step: self._begin(s, context))
+            yield _GuardedStep(step, functools.partial(self._begin, step, context))
             self.watch.stop()
 
     def end(self) -> None:
