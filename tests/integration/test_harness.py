@@ -34,13 +34,13 @@ from tests.k8s.emulator import (
     SECRETS,
     Emulator,
 )
-from tests.k8s.fixtures import (
+from tests.k8s.fixtures import (  # noqa: F401 - pytest fixtures
     emulator,
     helm_binary,
     k8s_api,
     kopf_operator,
     kubectl,
-    kubectl_binary,  # noqa: F401 - pytest fixtures
+    kubectl_binary,
     kubelet,
     kubelet_options,
 )
