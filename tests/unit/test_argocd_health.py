@@ -14,11 +14,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 
 from tests import argocd_lua
 from tests.argocd_lua import MODES, Mode
+from tests.charts import KUBERNETES_VERSION
 from tests.unit.test_kstatus import OPERATOR_STATUSES, Phase
 
 pytestmark = pytest.mark.unit
@@ -271,6 +273,7 @@ def test_approve_creates_spec_review_when_absent() -> None:
 def test_argocd_cm_actions_example_carries_the_tested_scripts() -> None:
     (config_map,) = [d for d in yaml.safe_load_all(
         (ROOT / "examples" / "argocd-cm-actions.yaml").read_text()) if d]
+    kubernetes_validate.validate(config_map, KUBERNETES_VERSION, strict=True)
     assert config_map["metadata"] == {"name": "argocd-cm", "namespace": "argocd"}
     (key,) = config_map["data"]
     # Argo CD's key for custom actions: resource.customizations.actions.<group>_<kind>
