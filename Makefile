@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 
 ## The whole suite: unit + integration (real PostgreSQL and MariaDB, required, never skipped).
-## It sets itself up: Debian packages (buildah, debootstrap, lua5.1), .venv, the databases.
+## It sets itself up: Debian packages (buildah, debootstrap), .venv, the databases.
 test: system-packages install lint
 	./scripts/require-services
 	$(BIN)/pytest

@@ -1,6 +1,6 @@
 """`make test` sets itself up: its first step (scripts/install-system-packages) installs the
 Debian packages the suite needs, or stops with one line saying which and how; never a dozen
-failing tests. Run here on a scratch PATH that lacks buildah and lua5.1."""
+failing tests. Run here on a scratch PATH that lacks buildah."""
 
 from __future__ import annotations
 
@@ -51,9 +51,9 @@ def test_make_test_runs_it_first() -> None:
 
 
 def test_with_everything_on_path_it_does_nothing(tmp_path: Path) -> None:
-    needed = ("buildah", "debootstrap", "lua5.1")
+    needed = ("buildah", "debootstrap")
     if any(shutil.which(tool) is None for tool in needed):
-        pytest.fail("this machine lacks one of buildah, debootstrap, lua5.1: run "
+        pytest.fail("this machine lacks one of buildah, debootstrap: run "
                     "scripts/install-system-packages", pytrace=False)
     result = run(scratch_path(tmp_path, *needed), "--check")
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
@@ -69,7 +69,7 @@ def test_as_root_it_installs_what_is_missing(tmp_path: Path) -> None:
         return
     assert result.returncode == 0, result.stderr
     assert result.stdout == ("would run: apt-get install -y --no-install-recommends "
-                             "buildah lua5.1\n")
+                             "buildah\n")
 
 
 def test_without_root_or_sudo_it_stops_with_one_line() -> None:
@@ -81,23 +81,23 @@ def test_without_root_or_sudo_it_stops_with_one_line() -> None:
     assert result.stdout == ""
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
-    assert lines[0] == ("error: the test suite needs the Debian packages buildah lua5.1 "
+    assert lines[0] == ("error: the test suite needs the Debian packages buildah "
                         "(not on PATH); run as root (or with password-less sudo): "
-                        "sudo apt-get install -y --no-install-recommends buildah lua5.1")
+                        "sudo apt-get install -y --no-install-recommends buildah")
 
 
 def test_check_mode_names_the_packages_and_installs_nothing(tmp_path: Path) -> None:
     result = run(scratch_path(tmp_path, "apt-get"), "--check")
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
-        "error: the test suite needs the Debian packages buildah debootstrap lua5.1 (not on "
+        "error: the test suite needs the Debian packages buildah debootstrap (not on "
         "PATH); install them with: sudo apt-get install -y --no-install-recommends buildah "
-        "debootstrap lua5.1"]
+        "debootstrap"]
 
 
 def test_without_apt_get_it_says_so(tmp_path: Path) -> None:
     result = run(scratch_path(tmp_path, "debootstrap"), "--dry-run")
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
-        "error: the test suite needs the Debian packages buildah lua5.1 (not on PATH); this "
-        "machine has no apt-get: install buildah lua5.1 with its package manager"]
+        "error: the test suite needs the Debian packages buildah (not on PATH); this "
+        "machine has no apt-get: install buildah with its package manager"]
