@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from tests.alembic_projects import linear_chain, make_project
 from tests.conftest import REPO_ROOT
-from tests.k8s.emulator import EVENTS, JOBS, PODS, SCHEMA_MIGRATIONS, SECRETS, Emulator
+from tests.k8s.emulator import CRDS, EVENTS, JOBS, PODS, SCHEMA_MIGRATIONS, SECRETS, Emulator
 from tests.k8s.fixtures import *  # noqa: F403  (emulator, kubelet, kubectl, kopf_operator)
 from tests.k8s.kubelet import FakeKubelet
 
@@ -267,6 +267,13 @@ def test_deadline_exceeded_is_reported(emulator: Emulator, operator: Operator,
 
 
 def test_invalid_spec_is_stalled_without_a_job(emulator: Emulator, operator: Operator) -> None:
+    # The emulator applies the CRD's rules, which refuse "+1"; a cluster whose CRD predates
+    # them (Helm never upgrades crds/) accepts it, and the operator's own check must stop it.
+    crd = emulator.get(CRDS, None, "schemamigrations.migrations.umt.dev")
+    assert crd is not None
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    del spec["properties"]["targetRevision"]["x-kubernetes-validations"]
+    emulator.register_crd(crd)
     add_migration(emulator, targetRevision="+1")
     obj = wait_condition(emulator, "umt-schema", "Stalled", "InvalidSpec")
     assert "relative" in obj["status"]["message"]

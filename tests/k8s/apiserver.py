@@ -23,7 +23,7 @@ import attrs
 import kmock
 import yaml
 
-from tests.k8s import server_side_apply
+from tests.k8s import crd_validation, server_side_apply
 from tests.k8s.apimachinery import ApiError, not_found, parse_label_selector
 from tests.k8s.audit import record_request
 from tests.k8s.field_selectors import compile_field_selector
@@ -73,6 +73,9 @@ class ApiServer(kmock.KubernetesEmulator):
         server_side_apply.current_manager.set(server_side_apply.manager_from(
             request.params.get("fieldManager"), _header(request, "User-Agent")))
         record_request(request)  # who asked for what, in RBAC's words (tests/k8s/audit.py)
+        # Unknown fields of a custom resource: pruned, or refused when Strict
+        # (tests/k8s/crd_validation.py; Warn is the apiserver's default).
+        crd_validation.field_validation.set(request.params.get("fieldValidation") or "Warn")
         # Fast path: with no user reaction added, a resource request goes straight to the
         # built-in reaction of its action. kmock would test every reaction's criteria in turn
         # (~4 ms a request here), which would dominate the operator's measured latency.

@@ -14,6 +14,7 @@ from typing import Any
 import kmock
 
 from tests.k8s.apimachinery import ApiError
+from tests.k8s.crd_validation import CustomResourceSchema
 from tests.k8s.store import Body, Hook
 from tests.k8s.validation import parse_quantity, validate_job, validate_pod
 
@@ -158,27 +159,6 @@ ADMISSION: dict[str, list[Hook]] = {
 }
 
 
-def apply_schema_defaults(value: Any, schema: dict[str, Any]) -> None:
-    """Structural-schema defaulting, as the apiserver does for custom resources: a missing
-    property with a `default` gets it, wherever its parent object exists."""
-    if isinstance(value, dict):
-        for name, prop in (schema.get("properties") or {}).items():
-            if name not in value and "default" in prop:
-                value[name] = copy.deepcopy(prop["default"])
-            if name in value:
-                apply_schema_defaults(value[name], prop)
-    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
-        for item in value:
-            apply_schema_defaults(item, schema["items"])
-
-
-def schema_defaulting(schema: dict[str, Any]) -> Hook:
-    def hook(obj: Body, old: Body | None) -> None:
-        apply_schema_defaults(obj, schema)
-
-    return hook
-
-
 def crd_registration(crd: Body) -> dict[str, Any]:
     """Keyword arguments for `Emulator.register()` read from a CustomResourceDefinition."""
     spec = crd["spec"]
@@ -193,6 +173,6 @@ def crd_registration(crd: Body) -> dict[str, Any]:
         "singular": names.get("singular"),
         "short_names": tuple(names.get("shortNames") or ()),
         "categories": tuple(names.get("categories") or ()),
-        "admission": (schema_defaulting(schema),) if schema else (),
+        "admission": (CustomResourceSchema(crd).admit,) if schema else (),
         "printer_columns": tuple(version.get("additionalPrinterColumns") or ()),
     }

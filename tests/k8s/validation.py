@@ -38,6 +38,7 @@ _REASONS = {
     "Duplicate value": "FieldValueDuplicate",
     "Not found": "FieldValueNotFound",
     "Too long": "FieldValueTooLong",
+    "Too many": "FieldValueTooMany",
 }
 
 
@@ -47,8 +48,8 @@ def _value_text(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, bool):
         return "true" if value else "false"
-    if value is None:
-        return "null"
+    if value is None:  # field.Error prints a nil value as the string "null"
+        return '"null"'
     if isinstance(value, int | float):
         return str(value)
     return json.dumps(value, separators=(",", ":"))
