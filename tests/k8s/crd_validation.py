@@ -33,6 +33,7 @@ one fails loudly (500) rather than passing. Not copied: the CEL cost budget, `op
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import copy
 import functools
@@ -44,8 +45,14 @@ from typing import Any
 import celpy
 
 from tests.k8s.apimachinery import ApiError
-from tests.k8s.validation import FieldError, invalid, invalid_error, required, unsupported, \
-    validate_object_meta
+from tests.k8s.validation import (
+    FieldError,
+    invalid,
+    invalid_error,
+    required,
+    unsupported,
+    validate_object_meta,
+)
 
 Body = dict[str, Any]
 Schema = dict[str, Any]
@@ -60,8 +67,8 @@ _TYPES: dict[str, Callable[[Any], bool]] = {
     "array": lambda v: isinstance(v, list),
     "string": lambda v: isinstance(v, str),
     "boolean": lambda v: isinstance(v, bool),
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool)
-    or isinstance(v, float) and v.is_integer(),
+    "integer": lambda v: (isinstance(v, int) and not isinstance(v, bool))
+    or (isinstance(v, float) and v.is_integer()),
     "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
 }
 _CEL = celpy.Environment()
@@ -292,10 +299,8 @@ def _rules(schema: Schema, value: Any, old: Any, path: str, out: _Result) -> Non
             continue
         message = rule.get("message") or f"failed rule: {text}"
         if rule.get("messageExpression"):
-            try:
+            with contextlib.suppress(celpy.CELEvalError):
                 message = str(_evaluate(rule["messageExpression"], value, old))
-            except celpy.CELEvalError:
-                pass
         kind = _RULE_REASONS.get(rule.get("reason") or "FieldValueInvalid", "Invalid value")
         if kind == "Invalid value":
             out.cel.append(invalid(where, schema.get("type", "object"), message))
