@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .argtypes import bounded_seconds, count, seconds
+from .argtypes import OneLineParser, bounded_seconds, count, seconds
 
 log = logging.getLogger("umt_migrations")
 
@@ -23,7 +23,7 @@ DEBUG_ENV = "UMT_MIGRATIONS_DEBUG"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = OneLineParser(add_help=False)
     common.add_argument(
         "--url",
         default=argparse.SUPPRESS,
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="INI",
         help="the project's alembic.ini (default: $UMT_ALEMBIC_CONFIG, ./alembic.ini, UMT's)",
     )
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="umt-migrations",
         description="UMT database migrations: create, apply and inspect Alembic revisions.",
         parents=[common],
@@ -126,8 +126,17 @@ def _add_waiter_and_gate(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .masking import mask_log_records, masked_streams, secrets_of_urls
+
     args = build_parser().parse_args(argv)
     _configure_logging()
+    mask_log_records()
+    urls = () if args.command == "apply" else (_given_url(args), _database_url(args))
+    with secrets_of_urls(*urls), masked_streams(stdout=not getattr(args, "sql", False)):
+        return _main(args)  # (SQL meant for a file, ``--sql``, is printed verbatim)
+
+
+def _main(args: argparse.Namespace) -> int:
     try:
         return _dispatch(args)
     except KeyboardInterrupt:
@@ -222,6 +231,11 @@ def _migrate(args: argparse.Namespace) -> int:
     return int(exit_code(report))
 
 
+def _given_url(args: argparse.Namespace) -> str | None:
+    """The URL as the user wrote it (``--url``, else ``$DATABASE_URL``), if any."""
+    return getattr(args, "url", None) or os.environ.get("DATABASE_URL")
+
+
 def _database_url(args: argparse.Namespace) -> str | None:
     """The URL the command used, resolved as :meth:`Project.locate` does (None if it can't)."""
     from .project import find_config, resolve_url
@@ -229,7 +243,7 @@ def _database_url(args: argparse.Namespace) -> str | None:
     try:
         return resolve_url(getattr(args, "url", None), find_config(getattr(args, "config", None)))
     except Exception:  # noqa: BLE001 - the failure being described may be this very one
-        return getattr(args, "url", None) or os.environ.get("DATABASE_URL")
+        return _given_url(args)
 
 
 def _describe(exc: BaseException, url: str | None) -> str:
@@ -240,7 +254,8 @@ def _describe(exc: BaseException, url: str | None) -> str:
     from .commands import explain
     from .errors import MigrationError
     from .project import ProjectError
-    from .urls import InvalidURL, describe_target, password_of, scrub
+    from .masking import scrub
+    from .urls import InvalidURL, describe_target, password_of
 
     secret = password_of(url)
     if isinstance(exc, (ProjectError, InvalidURL, MigrationError)):

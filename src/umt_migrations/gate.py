@@ -142,7 +142,8 @@ def _check(project: Project, script: ScriptDirectory, heads: tuple[str, ...],
 
     from .connectbounds import ConnectBounds, bounded_connections
     from .envrun import read_current
-    from .urls import describe_target, password_of, scrub
+    from .masking import scrub
+    from .urls import describe_target, password_of
 
     # A bounded attempt (connect timeout, keepalives), for env.py's own engine too.
     bounds = ConnectBounds(connect_timeout=min(MAX_CONNECT_SECONDS,

@@ -40,6 +40,10 @@ RELATIVE_DESTINATION = re.compile(r"(?:(.+?)@)?(\w+)?((?:\+|-)\d+)")
 #: ... and a revision id may hold any character but these.
 ILLEGAL_ID_CHARS = frozenset(["@", "-", "+", ":"])
 _FORMS = "head, heads, base, <branch>@head or a revision id"
+#: Alembic takes any unique prefix of a revision id, one character included (``2`` for
+#: ``240cfb931a0a``); a partial id needs at least this many, as the docs and the CRD say, so a
+#: stray digit cannot name a revision. Exact ids and branch labels of any length still work.
+MIN_PARTIAL_ID = 4
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,7 @@ def resolve(script: ScriptDirectory, target: str) -> tuple[str, ...]:
     """Resolve ``head``, ``heads``, ``base``, ``<branch>@head`` or a (partial) id to revision ids.
     """
     target = validate_target(target)
+    _refuse_short_prefix(script, target)
     try:
         revisions = script.revision_map.get_revisions(target)
     except MultipleHeads as exc:
@@ -131,6 +136,23 @@ def resolve(script: ScriptDirectory, target: str) -> tuple[str, ...]:
             f"revision '{target}' is not in this project's scripts ({_first_line(exc)})",
         ) from exc
     return tuple(sorted(rev.revision for rev in revisions if isinstance(rev, Revision)))
+
+
+def _refuse_short_prefix(script: ScriptDirectory, target: str) -> None:
+    """A partial revision id shorter than :data:`MIN_PARTIAL_ID` is refused (exit 2)."""
+    symbol = target.rpartition("@")[2]
+    if symbol in ("head", "heads", "base") or len(symbol) >= MIN_PARTIAL_ID:
+        return
+    try:
+        found = script.revision_map.get_revision(symbol)
+    except (RevisionError, CommandError):
+        return  # unknown or ambiguous: resolve() says which
+    if found is not None and symbol != found.revision and symbol not in found.branch_labels:
+        raise MigrationError(
+            INVALID_SPEC,
+            f"'{symbol}' is too short for a partial revision id: give at least "
+            f"{MIN_PARTIAL_ID} characters of it, or the whole id (see `history`)",
+        )
 
 
 def ancestors(script: ScriptDirectory, heads: Iterable[str]) -> set[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -94,8 +95,12 @@ class Project:
         return cls(config_path, resolved, find_script_base(config_path))
 
     def alembic_config(self, **attributes: object) -> Config:
-        """A fresh :class:`Config` with the URL set (``%`` escaped for ConfigParser)."""
-        cfg = Config(str(self.config_path))
+        """A fresh :class:`Config` with the URL set (``%`` escaped for ConfigParser).
+
+        Alembic prints to ``sys.stdout`` as it was when Alembic was imported unless told
+        otherwise: this one prints to the current one, which the command line masks.
+        """
+        cfg = Config(str(self.config_path), stdout=sys.stdout)
         cfg.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
         cfg.attributes.update(attributes)
         return cfg

@@ -38,11 +38,12 @@ from .errors import (
 from .interrupt import Interrupted, sigterm_guard, was_interrupted
 from .locking import migration_lock
 from .lockwatch import LockWatch
+from .masking import scrub
 from .project import Project
 from .report import Report, write_report
 from .safety import DEADLOCK, LOCK, STATEMENT, Safety, backoff, failure_kind
 from .stepguard import StepGuard
-from .urls import describe_target, password_of, scrub
+from .urls import describe_target, password_of
 
 log = logging.getLogger("umt_migrations.migrate")
 

@@ -1,15 +1,17 @@
-"""Database URLs: one place that normalises drivers and hides passwords.
+"""Database URLs: parsing with the project's drivers, and short names for messages.
 
-Every URL that reaches a log line, a report, an exception message or a status passes through
-:func:`mask_url` or :func:`scrub`. Nothing else in the code base renders a URL.
+Nothing here renders a password: messages name a database with :func:`describe_target`, and
+any other text goes through :func:`umt_migrations.masking.scrub` (the one masking module).
 """
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
+from urllib.parse import quote, unquote
 
-if TYPE_CHECKING:  # SQLAlchemy is imported on use: the operator needs only `scrub`
+from .masking import split_credentials
+
+if TYPE_CHECKING:  # SQLAlchemy is imported on use: the operator needs none of this
     from sqlalchemy.engine import URL
 
 #: Driver chosen for URLs written without one (``postgresql://``, ``mysql://``). These are the
@@ -21,10 +23,11 @@ DEFAULT_DRIVERS = {
     "mariadb": "pymysql",
 }
 
-_URL_IN_TEXT = re.compile(r"\b([a-z][a-z0-9+.\-]*://)([^\s:/@'\"]+):([^\s@'\"]*)@", re.IGNORECASE)
-_PASSWORD_ASSIGN = re.compile(r"(password\s*=\s*)('[^']*'|\"[^\"]*\"|[^\s,;)]+)", re.IGNORECASE)
-
-MASK = "***"
+RAW_AT = (
+    "database URL is ambiguous: a raw '@' follows the host (in the database name or the "
+    "query) and the password may hold one too; write each '@' but the one before the host "
+    "as %40"
+)
 
 
 class InvalidURL(ValueError):  # noqa: N818 - named for the problem, like StopIteration
@@ -32,13 +35,22 @@ class InvalidURL(ValueError):  # noqa: N818 - named for the problem, like StopIt
 
 
 def parse_url(raw: str) -> URL:
-    """Parse ``raw`` and pick the project's driver when the URL names none."""
+    """Parse ``raw`` and pick the project's driver when the URL names none.
+
+    A password may hold a raw ``@``: the user name and password end at the last ``@`` before
+    the host (``postgresql://u:ab@cd@db/x`` is user ``u``, password ``ab@cd``, host ``db``),
+    where SQLAlchemy alone would take ``cd@db`` for the host and send part of the password to
+    a name server. When a raw ``@`` also follows the host (database name, query), the URL has
+    two readings and is refused: :data:`RAW_AT`.
+    """
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
     try:
-        url = make_url(raw.strip())
+        url = make_url(_credentials_resplit(raw.strip()))
     except (ArgumentError, ValueError) as exc:
+        if isinstance(exc, InvalidURL):
+            raise
         raise InvalidURL(
             "database URL is not valid; expected e.g. postgresql://user:pass@host:5432/db"
         ) from exc
@@ -49,15 +61,27 @@ def parse_url(raw: str) -> URL:
     return url
 
 
+def _credentials_resplit(text: str) -> str:
+    """``text`` with its user name and password percent-encoded when they hold a raw ``@``
+    (split at the last ``@`` before the host); :class:`InvalidURL` when that is ambiguous."""
+    scheme, sep, rest = text.partition("://")
+    split = split_credentials(rest) if sep and "@" in rest else None
+    if split is None:
+        return text
+    user, colon, password = split.userinfo.partition(":")
+    if colon and "@" in split.after:
+        raise InvalidURL(RAW_AT)
+    if not split.resplit:
+        return text
+    encoded = quote(unquote(user), safe="")
+    if colon:
+        encoded += ":" + quote(unquote(password), safe="")
+    return f"{scheme}://{encoded}@{split.after}"
+
+
 def normalize_url(raw: str) -> str:
     """The URL as a string SQLAlchemy can connect with, password kept (never log this)."""
     return parse_url(raw).render_as_string(hide_password=False)
-
-
-def mask_url(raw: str | URL) -> str:
-    """The URL with its password replaced by ``***``; safe for logs, reports and status."""
-    url = _lenient(raw)
-    return scrub(str(raw)) if url is None else url.render_as_string(hide_password=True)
 
 
 def describe_target(raw: str | URL) -> str:
@@ -72,34 +96,21 @@ def describe_target(raw: str | URL) -> str:
     return f"{backend}://{url.host or 'localhost'}{port}/{url.database or ''}"
 
 
-def scrub(text: str, *secrets: str | None) -> str:
-    """Remove passwords from free text (driver errors, tracebacks, SQL).
-
-    Hides the password part of anything that looks like a URL, ``password=...`` assignments,
-    and every literal secret passed in (the password of the URL in use, for instance).
-    """
-    text = _URL_IN_TEXT.sub(lambda m: f"{m.group(1)}{m.group(2)}:{MASK}@", text)
-    text = _PASSWORD_ASSIGN.sub(lambda m: f"{m.group(1)}{MASK}", text)
-    for secret in secrets:
-        if secret and len(secret) >= 3:
-            text = text.replace(secret, MASK)
-    return text
-
-
 def password_of(raw: str | URL | None) -> str | None:
-    """The password of a URL, for :func:`scrub`; None when there is none or it can't parse."""
+    """The password of a URL, for :func:`~umt_migrations.masking.scrub`; None when there is
+    none or it cannot be parsed."""
     url = None if raw is None else _lenient(raw)
     return None if url is None else url.password
 
 
 def _lenient(raw: str | URL) -> URL | None:
-    """``raw`` parsed as it is (no driver chosen), or None when it is not a URL."""
+    """``raw`` parsed as :func:`parse_url` reads it (no driver chosen), or None."""
     from sqlalchemy.engine import URL, make_url
     from sqlalchemy.exc import ArgumentError
 
     if isinstance(raw, URL):
         return raw
     try:
-        return make_url(str(raw).strip())
+        return make_url(_credentials_resplit(str(raw).strip()))
     except (ArgumentError, ValueError):
         return None

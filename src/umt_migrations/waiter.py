@@ -15,11 +15,13 @@ runner path never pays for it).
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
 from typing import Any
+
+from .masking import scrub
 
 GROUP, VERSION = "migrations.umt.dev", "v1alpha1"
 KIND, PLURAL = "SchemaMigration", "schemamigrations"
@@ -27,6 +29,13 @@ API_VERSION = f"{GROUP}/{VERSION}"
 DEFAULT_FIELD_MANAGER = "umt-migrations"
 DEFAULT_TIMEOUT = 600.0
 DEFAULT_GRACE = 30.0
+#: Bounds on ``apply -f`` input (docs/waiter-and-gate.md): larger or stranger input is refused
+#: with exit 2 before anything is sent. A SchemaMigration is a few hundred bytes.
+MAX_MANIFEST_BYTES = 256 * 1024
+MAX_YAML_ALIASES = 8
+MAX_YAML_DEPTH = 64
+#: Longest status field printed (the operator's messages are at most 1024 characters).
+MAX_FIELD = 1024
 
 
 class WaitExit(IntEnum):
@@ -73,10 +82,23 @@ class Manifest:
 
 
 def read_manifest_text(path: str) -> tuple[str, str]:
-    """The manifest's text and a name for messages; ``-`` reads standard input."""
+    """The manifest's text and a name for messages; ``-`` reads standard input.
+
+    At most :data:`MAX_MANIFEST_BYTES` are read: a larger input is refused, not loaded.
+    """
     source = "<stdin>" if path == "-" else path
     try:
-        return (sys.stdin.read() if path == "-" else Path(path).read_text("utf-8")), source
+        if path == "-":
+            stream = getattr(sys.stdin, "buffer", None)
+            data = stream.read(MAX_MANIFEST_BYTES + 1) if stream else \
+                sys.stdin.read(MAX_MANIFEST_BYTES + 1).encode("utf-8")
+        else:
+            with Path(path).open("rb") as file:
+                data = file.read(MAX_MANIFEST_BYTES + 1)
+        if len(data) > MAX_MANIFEST_BYTES:
+            raise UsageError(f"{source} is larger than {MAX_MANIFEST_BYTES // 1024} KiB; a "
+                             "SchemaMigration manifest is a few hundred bytes")
+        return data.decode("utf-8"), source
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
@@ -84,12 +106,18 @@ def read_manifest_text(path: str) -> tuple[str, str]:
 
 
 def parse_manifest(text: str, source: str = "<manifest>") -> Manifest:
-    """One YAML (or JSON) SchemaMigration document, checked enough to apply safely."""
+    """One YAML (or JSON) SchemaMigration document, checked enough to apply safely.
+
+    Refused (exit 2): more than :data:`MAX_YAML_ALIASES` aliases (a "billion laughs" bomb
+    expands a few of them into gigabytes), nesting deeper than :data:`MAX_YAML_DEPTH`, and a
+    key given twice in one mapping (YAML would keep the last one silently).
+    """
     import yaml
 
     try:
-        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
-    except yaml.YAMLError as exc:
+        documents = [doc for doc in yaml.load_all(text, Loader=_bounded_loader(source))
+                     if doc is not None]
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: an int too long to convert
         raise UsageError(f"{source} is not valid YAML: {' '.join(str(exc).split())}") from None
     if len(documents) != 1:
         raise UsageError(f"{source} must hold exactly one SchemaMigration, found "
@@ -112,6 +140,45 @@ def parse_manifest(text: str, source: str = "<manifest>") -> Manifest:
     if namespace is not None and (not isinstance(namespace, str) or not namespace):
         raise UsageError(f"{source}: metadata.namespace must be a non-empty string")
     return Manifest(body=body, name=meta["name"], namespace=namespace)
+
+
+def _bounded_loader(source: str) -> type:
+    """PyYAML's safe loader with the bounds of :func:`parse_manifest`, naming ``source``."""
+    import yaml
+
+    class BoundedLoader(yaml.SafeLoader):
+        aliases = 0
+        depth = 0
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                self.aliases += 1
+                if self.aliases > MAX_YAML_ALIASES:
+                    raise UsageError(f"{source} uses more than {MAX_YAML_ALIASES} YAML aliases "
+                                     "(*name); write the manifest out in full")
+            self.depth += 1
+            try:
+                if self.depth > MAX_YAML_DEPTH:
+                    raise UsageError(f"{source} nests deeper than {MAX_YAML_DEPTH} levels")
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: set[Any] = set()
+            for key_node, _ in node.value if isinstance(node, yaml.MappingNode) else ():
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # `<<: *base`: its keys may be overridden, as YAML intends
+                key = self.construct_object(key_node, deep=True)
+                if not isinstance(key, Hashable):
+                    continue  # PyYAML refuses it below, in its own words
+                if key in seen:
+                    raise UsageError(f"{source}: key {key!r} appears twice in one mapping "
+                                     f"(line {key_node.start_mark.line + 1}); keep one")
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return BoundedLoader
 
 
 def choose_namespace(manifest: Manifest, flag: str | None, default: str) -> str:
@@ -152,15 +219,24 @@ def read_status(obj: Mapping[str, Any], generation: int) -> Snapshot:
     reason = (stalled or ready or {}).get("reason")
     return Snapshot(
         observed=observed,
-        phase=status.get("phase"),
-        job=status.get("jobName"),
-        current=status.get("currentRevision"),
-        target=_target(wanted, resolved, status.get("phase")),
-        message=status.get("message"),
+        phase=_line(status.get("phase")),
+        job=_line(status.get("jobName")),
+        current=_line(status.get("currentRevision")),
+        target=_line(_target(wanted, resolved, status.get("phase"))),
+        message=_line(status.get("message")),
         ready=ready is not None,
         stalled=stalled is not None and ready is None,
-        reason=reason,
+        reason=_line(reason),
     )
+
+
+def _line(value: Any) -> str | None:
+    """A status field as the waiter prints it: masked, on one line, at most
+    :data:`MAX_FIELD` characters (whoever wrote the status, each printed line stands alone)."""
+    if value is None:
+        return None
+    text = " ".join(scrub(str(value)).split())
+    return text if len(text) <= MAX_FIELD else text[: MAX_FIELD - 1] + "…"
 
 
 def _target(wanted: str | None, resolved: str | None, phase: str | None) -> str | None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import kopf
 
+from umt_migrations.masking import mask_log_records
 from umt_operator import leader
 from umt_operator.jobs import (
     ANNOTATION_OWNER,
@@ -66,6 +67,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf
     settings.watching.label_selectors["batch", "v1", "jobs"] = MANAGED_BY_SELECTOR
     settings.watching.label_selectors["v1", "pods"] = MANAGED_BY_SELECTOR
     quiet_kopf()
+    mask_log_records()  # every log line, kopf's own included, without passwords
     # Memory with many resources (each with its Job and pod): list in pages, handle at most 20
     # objects at a time per watch, and let an idle object's worker go after 0.1 s (kopf keeps
     # one per object for 5 s by default), so a restart over thousands of objects stays lean.

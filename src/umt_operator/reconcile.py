@@ -116,7 +116,7 @@ async def reconcile(
             new_status = invalid_spec_status(generation, status, str(exc))
             if await _write(ctx, body, status, new_status, logger):
                 logger.error("invalid spec: %s", exc)
-                _event(body, "Warning", reasons.INVALID_SPEC, str(exc))
+                _event(body, "Warning", reasons.INVALID_SPEC, one_line(str(exc)))
             return
         job_name = generation_job_name(name, generation)
         if _concluded(status, generation, job_name):

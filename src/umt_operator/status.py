@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from umt_migrations.urls import scrub
+from umt_migrations.masking import scrub
 from umt_operator import reasons
 from umt_operator.jobs import JobObservation, PodProblem, RunnerReport, observe_job, parse_report
 

@@ -37,7 +37,8 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 
 from umt_migrations.locking import migration_lock
-from umt_migrations.urls import mask_url, parse_url
+from umt_migrations.masking import mask_url
+from umt_migrations.urls import parse_url
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "umt-migrations-operator"

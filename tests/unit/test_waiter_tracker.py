@@ -64,6 +64,28 @@ def test_stalled_names_the_reason_once() -> None:
         f"{REF} is Stalled (generation 3): MigrationFailed: revision x failed"
 
 
+@pytest.mark.parametrize(("message", "reason", "expected"), [
+    ("MigrationFailed: revision x failed:\n  UndefinedTable: relation \"t\"\n",
+     "MigrationFailed",
+     'MigrationFailed: revision x failed: UndefinedTable: relation "t"'),
+    ("cannot reach postgresql://umt:pw@db/umt\r\n(refused)", "DatabaseUnavailable",
+     "DatabaseUnavailable: cannot reach postgresql://***@db/umt (refused)"),
+    (None, "JobRejected", "JobRejected: no message"),
+    ("x" * 5000, "MigrationFailed", "MigrationFailed: " + "x" * 1023 + "…"),
+])
+def test_the_last_line_stands_alone(message: str | None, reason: str, expected: str) -> None:
+    """Helm shows a failed hook's log as one line with ``\\n`` escapes (issue 15 §2): the
+    waiter's last line is ``<ns>/<name> is Stalled (generation N): <Reason>: <message>``, one
+    line, masked, bounded, whatever the status holds."""
+    status = obj(observedGeneration=3, phase="Failed", message=message,
+                 conditions=[cond("Stalled", "True", 3, reason)])
+    tracker = Tracker(REF, 3, started=0.0)
+    lines = tracker.observe("MODIFIED", status)
+    assert tracker.outcome is not None and tracker.outcome.code == WaitExit.STALLED
+    assert tracker.outcome.line == f"{REF} is Stalled (generation 3): {expected}"
+    assert all("\n" not in line and "\r" not in line for line in lines)
+
+
 def test_one_line_per_change_for_the_applied_generation_only() -> None:
     tracker = Tracker(REF, 3, started=0.0)
     assert tracker.observe("ADDED", obj(observedGeneration=2, phase="Succeeded")) == []
