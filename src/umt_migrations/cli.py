@@ -253,8 +253,8 @@ def _describe(exc: BaseException, url: str | None) -> str:
 
     from .commands import explain
     from .errors import MigrationError
-    from .project import ProjectError
     from .masking import scrub
+    from .project import ProjectError
     from .urls import InvalidURL, describe_target, password_of
 
     secret = password_of(url)

@@ -36,7 +36,7 @@ import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, NamedTuple, TextIO
 from urllib.parse import parse_qsl, quote, quote_plus, unquote
 
@@ -112,7 +112,7 @@ def secrets_of(raw: str) -> list[str]:
     before the host, are returned, so none can be shown whatever a library made of the URL.
     """
     found: list[str] = []
-    head, sep, rest = raw.strip().partition("://")
+    _scheme, sep, rest = raw.strip().partition("://")
     if not sep:
         return found
     for userinfo in _userinfo_readings(rest):
@@ -205,7 +205,7 @@ def mask_log_records() -> None:
 def _scrub_record(record: logging.LogRecord) -> None:
     try:
         message = record.getMessage()
-    except Exception:  # a broken format: logging reports it when the record is emitted
+    except Exception:  # noqa: BLE001 - a broken format: logging reports it when emitting
         return
     masked = scrub(message)
     if masked != message:
@@ -262,16 +262,14 @@ def masked_streams(stdout: bool = True) -> Iterator[None]:
     file stays byte for byte) through :class:`MaskedStream` while the block runs."""
     saved = sys.stdout, sys.stderr
     streams = [MaskedStream(sys.stderr)]
-    sys.stderr = streams[0]  # type: ignore[assignment]
+    sys.stderr = streams[0]
     if stdout:
         streams.append(MaskedStream(sys.stdout))
-        sys.stdout = streams[1]  # type: ignore[assignment]
+        sys.stdout = streams[1]
     try:
         yield
     finally:
         for stream in streams:
-            try:
+            with suppress(OSError, ValueError):  # a closed or broken pipe: nothing more to say
                 stream.flush()
-            except (OSError, ValueError):  # a closed or broken pipe: nothing more to say
-                pass
         sys.stdout, sys.stderr = saved

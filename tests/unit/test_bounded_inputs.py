@@ -10,6 +10,7 @@ Before: ``--lock-timeout inf|nan|1e300`` raised an OverflowError or waited for e
 from __future__ import annotations
 
 import io
+import itertools
 from pathlib import Path
 
 import pytest
@@ -106,8 +107,7 @@ def test_standard_input_above_the_size_limit_is_not_read(
 
 def billion_laughs(levels: int = 9) -> str:
     lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
-    names = "abcdefghijklmnop"
-    for previous, name in zip(names, names[1:levels]):
+    for previous, name in itertools.pairwise("abcdefghijklmnop"[:levels]):
         lines.append(f"{name}: &{name} [{', '.join([f'*{previous}'] * 9)}]")
     return MANIFEST.replace("  targetRevision: head\n", "  targetRevision: head\n  job:\n"
                             "    podAnnotations:\n" + "".join(
