@@ -22,6 +22,8 @@ from tests.charts import Objects, assert_valid, one
 from tests.k8s.fixtures import helm_binary  # noqa: F401  (fixture)
 from tests.unit.test_crd import validate as validate_against_crd
 from umt_migrations.cli import build_parser
+from umt_operator.jobs import render_job
+from umt_operator.settings import Settings
 from umt_operator.spec import parse_spec
 
 pytestmark = pytest.mark.unit
@@ -83,11 +85,14 @@ def assert_restricted(pod: dict[str, Any]) -> None:
     assert context["seccompProfile"] == {"type": "RuntimeDefault"}
     assert not {"hostNetwork", "hostPID", "hostIPC"} & pod.keys()
     assert all(set(volume) <= {"name", "emptyDir", "configMap"} for volume in pod["volumes"])
+    required = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                "capabilities": {"drop": ["ALL"]}}
     for each in pod["containers"] + pod.get("initContainers", []):
-        assert each["securityContext"] == {
-            "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-        }, each["name"]
+        context = each["securityContext"]
+        assert {key: context.get(key) for key in required} == required, each["name"]
+        # nothing else, but the container may repeat the pod's runAsNonRoot
+        assert set(context) - set(required) <= {"runAsNonRoot"}, each["name"]
+        assert context.get("runAsNonRoot", True) is True, each["name"]
         assert {"name": "tmp", "mountPath": "/tmp"} in each["volumeMounts"]
         assert "ports" not in each or all("hostPort" not in p for p in each["ports"])
 
@@ -140,9 +145,26 @@ def test_every_object_is_valid(rendered: dict[str, Objects], name: str) -> None:
         assert_valid_schema_migration(hook_manifest(rendered[name]))
 
 
+def operator_pod(resource: dict[str, Any]) -> dict[str, Any]:
+    """The pod of the Job the operator creates for a SchemaMigration this chart rendered."""
+    job = render_job(name=resource["metadata"]["name"], namespace=NAMESPACE, uid="uid-1",
+                     generation=1, spec=parse_spec(resource["spec"]), settings=Settings(),
+                     image=resource["spec"].get("image") or Settings().default_image)
+    pod: dict[str, Any] = job["spec"]["template"]["spec"]
+    return pod
+
+
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_every_pod_is_restricted(rendered: dict[str, Objects], name: str) -> None:
-    for pod in pod_specs(rendered[name]):
+    """Hook mode's own Job; in resource mode the chart renders no pod (only the resource), so
+    the pod checked is the one the operator's Job runs for that resource."""
+    pods = pod_specs(rendered[name])
+    if name.startswith("resource"):
+        assert pods == []
+        (resource,) = rendered[name]
+        pods = [operator_pod(resource)]
+    assert pods, f"{name}: no pod to check"
+    for pod in pods:
         assert_restricted(pod)
 
 
