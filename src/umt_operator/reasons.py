@@ -15,6 +15,21 @@ JOB_REPLACED: Final = "JobReplaced"
 MIGRATING: Final = "Migrating"
 SUCCEEDED: Final = "Succeeded"
 
+# Review (spec.review): the plan Job, lint, approval, drift (see umt_operator.review).
+#: The plan Job of this generation is computing the plan (Reconciling).
+PLANNING: Final = "Planning"
+#: The plan needs ``spec.review.approvedPlanDigest`` (Ready False; neither Reconciling nor
+#: Stalled: kstatus readers see it as not progressing, Argo CD as Suspended).
+APPROVAL_PENDING: Final = "ApprovalPending"
+#: ``review.lint: Block`` and the plan has unaccepted errors: no migration Job (Stalled).
+LINT_FAILED: Final = "LintFailed"
+#: The ``Drifted`` condition: the schema differs from the models (with ``onDrift: Fail``
+#: also Ready False and Stalled), matches them, or could not be compared.
+DRIFTED: Final = "Drifted"
+NO_DRIFT: Final = "NoDrift"
+DRIFT_CHECK_FAILED: Final = "DriftCheckFailed"
+DRIFT_NOT_SUPPORTED: Final = "DriftNotSupported"
+
 # Failures the runner reports in ``error.reason``.
 DOWNGRADE_NOT_ALLOWED: Final = "DowngradeNotAllowed"
 REVISION_NOT_FOUND: Final = "RevisionNotFound"
