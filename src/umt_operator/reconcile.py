@@ -116,7 +116,7 @@ async def reconcile(
             new_status = invalid_spec_status(generation, status, str(exc))
             if await _write(ctx, body, status, new_status, logger):
                 logger.error("invalid spec: %s", exc)
-                _event(body, "Warning", reasons.INVALID_SPEC, one_line(str(exc)))
+                _event(body, "Warning", reasons.INVALID_SPEC, str(exc))
             return
         job_name = generation_job_name(name, generation)
         if _concluded(status, generation, job_name):
@@ -297,7 +297,9 @@ def job_worth_reconciling(event_type: str | None, job: Mapping[str, Any]) -> boo
 def _event(body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
     """Post an Event about ``body`` (kopf reads its apiVersion, kind and metadata only)."""
     # kopf annotates its own Body class; any mapping of a Kubernetes object is what it reads.
-    kopf.event(dict(body), type=type_, reason=reason, message=message)  # type: ignore[arg-type]
+    # Every Event's message is masked here, the one place they are posted from.
+    kopf.event(dict(body), type=type_, reason=reason,  # type: ignore[arg-type]
+               message=one_line(message))
 
 
 def _condition_status(status: Mapping[str, Any], type_: str) -> str | None:
