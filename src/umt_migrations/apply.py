@@ -14,6 +14,7 @@ from typing import TextIO
 
 from .argtypes import seconds
 from .waiter import (
+    DEFAULT_APPROVE_SET_KEY,
     DEFAULT_FIELD_MANAGER,
     DEFAULT_GRACE,
     DEFAULT_TIMEOUT,
@@ -42,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="kubeconfig file (default: in-cluster service account, else "
                         "$KUBECONFIG, else ~/.kube/config)")
     parser.add_argument("--context", default=None, help="kubeconfig context to use")
+    parser.add_argument("--approve-set-key", default=DEFAULT_APPROVE_SET_KEY, metavar="KEY",
+                        help="the Helm values key printed in the approval hint when the plan "
+                        f"waits for approval (default {DEFAULT_APPROVE_SET_KEY})")
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:

@@ -112,12 +112,17 @@ def _add_safety(p: argparse.ArgumentParser) -> None:
 
 def _add_waiter_and_gate(sub: Any, common: argparse.ArgumentParser) -> None:
     """``apply`` (the waiter, Kubernetes) and ``wait-for-schema`` (the app gate, database)."""
-    from . import apply, gate, waiter  # light: lightkube and SQLAlchemy load only when run
+    from . import apply, approve, gate, waiter  # light: lightkube and SQLAlchemy load only when run
 
     text = "server-side-apply a SchemaMigration and wait until it is Ready, Stalled or timed out"
     p = sub.add_parser("apply", help=text, description=text, epilog=waiter.EXIT_CODES_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     apply.add_arguments(p)
+    text = "print the plan a SchemaMigration waits on (spec.review), then approve its digest"
+    p = sub.add_parser("approve", help=text, description=text,
+                       epilog=approve.EXIT_CODES_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    approve.add_arguments(p)
     text = "wait until the database is at this image's head (or a newer revision it does not know)"
     p = sub.add_parser("wait-for-schema", help=text, description=text, parents=[common],
                        epilog=gate.EXIT_CODES_HELP,
@@ -131,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging()
     mask_log_records()
-    urls = () if args.command == "apply" else (_given_url(args), _database_url(args))
+    urls = () if args.command in ("apply", "approve") else (_given_url(args), _database_url(args))
     with secrets_of_urls(*urls), masked_streams(stdout=not getattr(args, "sql", False)):
         return _main(args)  # (SQL meant for a file, ``--sql``, is printed verbatim)
 
@@ -157,6 +162,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from . import apply
 
         return apply.run(args)
+    if name == "approve":
+        from . import approve
+
+        return approve.run(args)
     if name == "wait-for-schema":
         from . import gate
 

@@ -47,6 +47,7 @@ class WaitExit(IntEnum):
     STALLED = 3  #: Stalled for the applied generation: the reason and message are printed
     TIMEOUT = 4  #: neither Ready nor Stalled within --timeout
     API_ERROR = 5  #: the API refused or could not be reached (credentials, RBAC, CRD, deleted)
+    APPROVAL_PENDING = 6  #: the plan waits for spec.review.approvedPlanDigest (printed)
 
 
 EXIT_CODES_HELP = """\
@@ -56,7 +57,11 @@ exit codes:
   3  Stalled for that generation (the reason and message are printed)
   4  timed out (what it last saw is printed)
   5  Kubernetes API error: unreachable, 401/403, CRD not installed, resource deleted
+  6  the plan waits for approval (spec.review): its digest and how to approve are printed
 """
+#: Where an approval goes in the values of charts/schema-migration (``--approve-set-key``).
+DEFAULT_APPROVE_SET_KEY = "review.approvedPlanDigest"
+APPROVAL_PENDING_REASON = "ApprovalPending"
 
 
 class UsageError(Exception):
@@ -205,6 +210,9 @@ class Snapshot:
     ready: bool = False  #: Ready=True for the applied generation (or a later one)
     stalled: bool = False  #: Stalled=True for the applied generation (or a later one)
     reason: str | None = None  #: the Stalled (or Ready) condition's reason
+    #: Ready=False with reason ApprovalPending for the applied generation (spec.review)
+    pending: bool = False
+    digest: str | None = None  #: status.plan.digest of the applied generation, if planned
 
 
 def read_status(obj: Mapping[str, Any], generation: int) -> Snapshot:
@@ -217,6 +225,10 @@ def read_status(obj: Mapping[str, Any], generation: int) -> Snapshot:
     ready = _condition(status, "Ready", generation, observed)
     stalled = _condition(status, "Stalled", generation, observed)
     reason = (stalled or ready or {}).get("reason")
+    pending = _condition(status, "Ready", generation, observed, "False")
+    pending = pending if (pending or {}).get("reason") == APPROVAL_PENDING_REASON else None
+    found = status.get("plan")
+    plan: Mapping[str, Any] = found if isinstance(found, dict) else {}
     return Snapshot(
         observed=observed,
         phase=_line(status.get("phase")),
@@ -226,7 +238,10 @@ def read_status(obj: Mapping[str, Any], generation: int) -> Snapshot:
         message=_line(status.get("message")),
         ready=ready is not None,
         stalled=stalled is not None and ready is None,
-        reason=_line(reason),
+        reason=_line(reason if pending is None else APPROVAL_PENDING_REASON),
+        pending=pending is not None and ready is None and stalled is None,
+        digest=_line(plan.get("digest")) if _int(plan.get("generation"), -1) >= generation
+        else None,
     )
 
 
@@ -248,11 +263,11 @@ def _target(wanted: str | None, resolved: str | None, phase: str | None) -> str 
 
 
 def _condition(status: Mapping[str, Any], type_: str, generation: int,
-               observed: int) -> dict[str, Any] | None:
+               observed: int, value: str = "True") -> dict[str, Any] | None:
     for cond in status.get("conditions") or []:
         if isinstance(cond, dict) and cond.get("type") == type_:
             seen = _int(cond.get("observedGeneration"), observed)
-            if cond.get("status") == "True" and seen >= generation:
+            if cond.get("status") == value and seen >= generation:
                 return cond
     return None
 
@@ -291,6 +306,7 @@ class Tracker:
     generation: int
     started: float
     grace: float = DEFAULT_GRACE
+    approve_set_key: str = DEFAULT_APPROVE_SET_KEY
     outcome: Outcome | None = None
     last: Snapshot | None = None
     _shown: Snapshot | None = field(default=None, repr=False)
@@ -319,7 +335,19 @@ class Tracker:
             self.outcome = Outcome(WaitExit.STALLED,
                                    f"{self.ref} is Stalled (generation {self.generation}): "
                                    f"{_reason_and_message(snap)}")
+        elif snap.pending:
+            self.outcome = Outcome(WaitExit.APPROVAL_PENDING, self._approval_line(snap))
         return lines
+
+    def _approval_line(self, snap: Snapshot) -> str:
+        """The digest waiting for approval and the exact ways to approve it."""
+        namespace, _, name = self.ref.partition("/")
+        digest = snap.digest or "<status.plan.digest>"
+        return (f"{self.ref} waits for approval (generation {self.generation}): plan "
+                f"{digest}. Review it (umt-migrations approve {name} -n {namespace} "
+                f"prints it), then approve: helm upgrade ... --set "
+                f"{self.approve_set_key}={digest}, or umt-migrations approve {name} "
+                f"-n {namespace}. Operator: {snap.message or 'no message'}")
 
     def next_check(self) -> float | None:
         """When :meth:`tick` has something to say (the grace period's end), if ever."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from lightkube.core.exceptions import ApiError, ConfigError
 from lightkube.generic_resource import create_namespaced_resource
 
 from .waiter import (
+    DEFAULT_APPROVE_SET_KEY,
+    DEFAULT_FIELD_MANAGER,
     GROUP,
     KIND,
     PLURAL,
@@ -56,11 +59,13 @@ class Options:
     grace: float
     kubeconfig: str | None
     context: str | None
+    approve_set_key: str = DEFAULT_APPROVE_SET_KEY
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Options:
         return cls(args.namespace, args.timeout, args.field_manager, args.operator_grace,
-                   args.kubeconfig, args.context)
+                   args.kubeconfig, args.context,
+                   getattr(args, "approve_set_key", DEFAULT_APPROVE_SET_KEY))
 
 
 class ApiProblem(Exception):  # noqa: N818 - named for the problem, like StopIteration
@@ -87,7 +92,8 @@ async def _apply_and_wait(manifest: Manifest, options: Options, say: Say,
         applied = await _apply(client, manifest, namespace, options.field_manager, ref, server)
         generation = int(applied["metadata"].get("generation") or 0)
         say(f"{ref}: applied generation {generation} (field manager {options.field_manager})")
-        tracker = Tracker(ref, generation, started, options.grace)
+        tracker = Tracker(ref, generation, started, options.grace,
+                          approve_set_key=options.approve_set_key)
         for line in tracker.observe("ADDED", applied):
             say(line)
         if tracker.outcome is not None:
@@ -296,3 +302,63 @@ class _Follower:
                 await self.queue.put(_Note(f"{self.ref}: the Kubernetes API is reachable again",
                                            api_down=False))
             return
+
+
+
+# --- umt-migrations approve (the decisions are umt_migrations.approve's) ----------------------
+
+#: ``choose(obj, plan.json or None, why the ConfigMap could not be read)`` returns the digest to
+#: approve, or None and a line saying why not.
+Choose = Callable[[dict[str, Any], Any, "str | None"], "tuple[str | None, str]"]
+
+
+def approve(name: str, namespace: str | None, kubeconfig: str | None, context: str | None,
+            choose: Choose) -> tuple[str, str]:
+    """Read ``name`` (and its plan ConfigMap), let ``choose`` pick the digest, and patch it into
+    ``spec.review.approvedPlanDigest`` with the ``resourceVersion`` read. Returns ``approved``,
+    ``refused``, ``conflict`` (the object changed meanwhile) or ``api-error``, and a line."""
+    options = Options(namespace, REQUEST_TIMEOUT, DEFAULT_FIELD_MANAGER, 0.0, kubeconfig, context)
+    try:
+        return asyncio.run(_approve(name, options, choose))
+    except ApiProblem as exc:
+        return "api-error", str(exc)
+
+
+async def _approve(name: str, options: Options, choose: Choose) -> tuple[str, str]:
+    from lightkube.resources.core_v1 import ConfigMap
+    from lightkube.types import PatchType
+
+    client, server = _client(options)
+    namespace = options.namespace or client.namespace
+    ref = f"{namespace}/{name}"
+    try:
+        obj = dict(await client.get(SchemaMigration, name, namespace=namespace))
+        config_map = ((obj.get("status") or {}).get("plan") or {}).get("sqlConfigMap")
+        full, problem = None, None
+        if config_map:
+            try:
+                found = await client.get(ConfigMap, config_map, namespace=namespace)
+                full = json.loads((found.data or {}).get("plan.json") or "null")
+            except ApiError as exc:
+                problem = f"ConfigMap {config_map}: {_api_error(exc)}"
+        digest, line = choose(obj, full, problem)
+        if digest is None:
+            return "refused", f"{ref}: {line}"
+        patch = {"metadata": {"resourceVersion": obj["metadata"]["resourceVersion"]},
+                 "spec": {"review": {"approvedPlanDigest": digest}}}
+        try:
+            await client.patch(SchemaMigration, name, patch, namespace=namespace,
+                               patch_type=PatchType.MERGE)
+        except ApiError as exc:
+            if exc.status.code == 409:
+                return "conflict", f"{ref} changed while the plan was shown: {line}"
+            raise
+        return "approved", f"{ref}: {line}"
+    except ApiError as exc:
+        return "api-error", f"cannot approve {KIND} {ref}: {_api_error(exc)}"
+    except (ConfigError, OSError) as exc:
+        return "api-error", _no_credentials(exc)
+    except httpx.HTTPError as exc:
+        return "api-error", f"cannot reach the Kubernetes API at {server}: {_text(exc)}"
+    finally:
+        await client.close()
