@@ -122,6 +122,7 @@ class Rev:
     fail: bool = False  #: upgrade raises after its SQL ran
     fail_down: bool = False  #: downgrade raises after its SQL ran
     upgrade_python: list[str] = field(default_factory=list)  #: extra lines at the end of upgrade()
+    module_python: list[str] = field(default_factory=list)  #: module-level lines (attributes)
 
 
 def _revision_source(rev: Rev) -> str:
@@ -146,7 +147,7 @@ def _revision_source(rev: Rev) -> str:
         down_revision = {rev.down!r}
         branch_labels = {rev.branch_labels or None!r}
         depends_on = None
-
+        {{module}}
 
         def upgrade():
         {{up}}
@@ -155,7 +156,8 @@ def _revision_source(rev: Rev) -> str:
         def downgrade():
         {{down}}
         '''
-    ).format(up=body("up", rev.upgrade_sql), down=body("down", rev.downgrade_sql))
+    ).format(up=body("up", rev.upgrade_sql), down=body("down", rev.downgrade_sql),
+             module="\n".join(rev.module_python))
 
 
 def make_project(

@@ -4,7 +4,8 @@ A lock timeout says nothing about who held the lock, and once it fired the wait 
 while a revision runs, a daemon thread looks every ``period`` seconds, from a connection of its
 own (opened on the first look: a run of fast revisions never opens it), at the sessions that
 block the revision's session: ``pg_blocking_pids()`` and ``pg_stat_activity`` on PostgreSQL;
-InnoDB's lock waits, then the oldest other open transaction, on MySQL/MariaDB. The last blocker
+InnoDB's lock waits, else the oldest other open transaction on the same database, on
+MySQL/MariaDB (a metadata-lock wait names no holder there). The last blocker
 seen is what the log and the report name: pid, state, age and the first line of its query with
 every literal redacted (another session's query may hold a password). A look that fails (no
 privilege to read another user's query, say) is shown as what it could read.
@@ -46,10 +47,11 @@ _MYSQL_ROW_BLOCKERS = (
     "WHERE r.trx_mysql_thread_id = %(pid)s"
 )
 _MYSQL_OLD_TRANSACTIONS = (
-    "SELECT p.ID, p.COMMAND, p.INFO, p.TIME FROM information_schema.PROCESSLIST p "
-    "WHERE p.ID <> %(pid)s AND p.ID <> CONNECTION_ID() AND p.COMMAND <> 'Daemon' AND "
-    "(p.ID IN (SELECT trx_mysql_thread_id FROM information_schema.INNODB_TRX) "
-    "OR p.COMMAND = 'Sleep' AND p.TIME >= 1) ORDER BY p.TIME DESC LIMIT 3"
+    "SELECT p.ID, p.COMMAND, p.INFO, TIMESTAMPDIFF(SECOND, t.trx_started, NOW()) "
+    "FROM information_schema.INNODB_TRX t "
+    "JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id "
+    "WHERE p.ID <> %(pid)s AND p.ID <> CONNECTION_ID() AND p.DB = DATABASE() "
+    "ORDER BY t.trx_started LIMIT 3"
 )
 
 

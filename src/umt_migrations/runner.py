@@ -141,7 +141,12 @@ class _Run:
 def _locked_run(run: _Run, started: float) -> None:
     """Everything between taking the lock and writing the report, which happens under it."""
     with sigterm_guard():
-        run.conn = _connect(run.project, run.engine)
+        try:
+            run.conn = _connect(run.project, run.engine)
+        except Interrupted:
+            raise MigrationError(
+                INTERRUPTED, "interrupted by SIGTERM while connecting to the database"
+            ) from None
         try:
             with migration_lock(run.conn, run.request.lock_timeout, on_wait=log.info):
                 _run_under_lock(run)
