@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,7 +35,8 @@ AFTER = "d000000000002"
 
 @pytest.fixture(params=["postgresql", "mariadb"])
 def server_url(request: pytest.FixtureRequest) -> str:
-    return request.getfixturevalue({"postgresql": "pg_url", "mariadb": "mariadb_url"}[request.param])
+    fixture = {"postgresql": "pg_url", "mariadb": "mariadb_url"}[request.param]
+    return str(request.getfixturevalue(fixture))
 
 
 def hot_project(root: Path, url: str, *, alter_module: list[str] | None = None) -> Path:
@@ -44,7 +45,8 @@ def hot_project(root: Path, url: str, *, alter_module: list[str] | None = None) 
     revs.append(Rev(ALTER, revs[-1].id, "alter hot",
                     upgrade_sql=["ALTER TABLE hot ADD COLUMN note VARCHAR(20)"],
                     module_python=alter_module or []))
-    revs.append(Rev(AFTER, ALTER, "after", upgrade_sql=["CREATE TABLE after_hot (id INTEGER PRIMARY KEY)"]))
+    revs.append(Rev(AFTER, ALTER, "after",
+                    upgrade_sql=["CREATE TABLE after_hot (id INTEGER PRIMARY KEY)"]))
     engine = sa.create_engine(url)
     with engine.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE hot (id INTEGER PRIMARY KEY)")
@@ -69,8 +71,9 @@ def blocker(url: str) -> Iterator[sa.Connection]:
 
 
 def session_pid(conn: sa.Connection) -> int:
-    query = "SELECT pg_backend_pid()" if conn.dialect.name == "postgresql" else "SELECT CONNECTION_ID()"
-    return int(conn.exec_driver_sql(query).scalar())
+    pg = conn.dialect.name == "postgresql"
+    query = "SELECT pg_backend_pid()" if pg else "SELECT CONNECTION_ID()"
+    return int(conn.exec_driver_sql(query).scalar_one())
 
 
 class Migration:
@@ -108,7 +111,8 @@ def applied_counts(url: str) -> dict[str, int]:
     try:
         with engine.connect() as conn:
             rows = conn.exec_driver_sql(
-                "SELECT revision, COUNT(*) FROM applied_log WHERE direction = 'up' GROUP BY revision"
+                "SELECT revision, COUNT(*) FROM applied_log WHERE direction = 'up' "
+                "GROUP BY revision"
             ).fetchall()
             return {r[0]: int(r[1]) for r in rows}
     finally:
@@ -147,7 +151,7 @@ class Reader(threading.Thread):
         return self.latencies
 
 
-def wait_for(predicate, timeout: float = 30, what: str = "") -> None:  # noqa: ANN001
+def wait_for(predicate: Callable[[], object], timeout: float = 30, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
@@ -263,7 +267,7 @@ def test_a_deadlock_is_retried(tmp_path: Path, pg_url: str) -> None:
         run = Migration(ini, pg_url, "--step-lock-timeout", "20", "--lock-retries", "3")
         wait_for(lambda: monitor.exec_driver_sql(
             "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
-            "WHERE c.relname = 'other' AND NOT l.granted").scalar() > 0,
+            "WHERE c.relname = 'other' AND NOT l.granted").scalar_one() > 0,
             what="the revision waiting for 'other'")
         holder.exec_driver_sql("SELECT * FROM hot").fetchall()  # closes the cycle
         holder.rollback()
