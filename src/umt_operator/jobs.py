@@ -18,7 +18,13 @@ from typing import Any
 
 from umt_operator import reasons
 from umt_operator.settings import Settings
-from umt_operator.spec import MigrationSpec
+from umt_operator.spec import (
+    DEFAULT_CONNECT_TIMEOUT_SECONDS,
+    DEFAULT_LOCK_RETRIES_COUNT,
+    DEFAULT_STATEMENT_TIMEOUT_MILLISECONDS,
+    DEFAULT_STEP_LOCK_TIMEOUT_MILLISECONDS,
+    MigrationSpec,
+)
 
 CONTAINER_NAME = "migrate"
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
@@ -111,7 +117,44 @@ def runner_args(spec: MigrationSpec, settings: Settings) -> list[str]:
     ]
     if spec.allow_downgrade:
         args.append("--allow-downgrade")
+    return args + safety_args(spec, settings)
+
+
+def safety_args(spec: MigrationSpec, settings: Settings) -> list[str]:
+    """``--step-lock-timeout`` and friends: the spec's ``safety``, else the operator's defaults.
+
+    A value equal to the runner's own default is left out, so an image whose runner predates
+    these options (a downgrade's fallback to an older image, say) still runs with defaults.
+    """
+    safety = spec.safety
+    chosen = {
+        "--step-lock-timeout": _milliseconds(_first(
+            safety.step_lock_timeout_milliseconds, settings.step_lock_timeout_milliseconds)),
+        "--statement-timeout": _milliseconds(_first(
+            safety.statement_timeout_milliseconds, settings.statement_timeout_milliseconds)),
+        "--lock-retries": str(_first(safety.lock_retries, settings.lock_retries)),
+        "--connect-timeout": str(_first(
+            safety.connect_timeout_seconds, settings.connect_timeout_seconds)),
+    }
+    args: list[str] = []
+    for option, value in chosen.items():
+        if value != _RUNNER_DEFAULTS[option]:
+            args += [option, value]
     return args
+
+
+def _milliseconds(value: int) -> str:
+    """Milliseconds as the runner's seconds: ``1500`` -> ``1.5``, ``2000`` -> ``2``."""
+    return f"{value / 1000:g}"
+
+
+#: What the runner does when an option is not given (``umt-migrations migrate --help``).
+_RUNNER_DEFAULTS = {
+    "--step-lock-timeout": _milliseconds(DEFAULT_STEP_LOCK_TIMEOUT_MILLISECONDS),
+    "--statement-timeout": _milliseconds(DEFAULT_STATEMENT_TIMEOUT_MILLISECONDS),
+    "--lock-retries": str(DEFAULT_LOCK_RETRIES_COUNT),
+    "--connect-timeout": str(DEFAULT_CONNECT_TIMEOUT_SECONDS),
+}
 
 
 def _container(spec: MigrationSpec, settings: Settings, image: str) -> dict[str, Any]:

@@ -15,7 +15,14 @@ from typing import Any
 from umt_operator.spec import (
     ACTIVE_DEADLINE_RANGE,
     BACKOFF_LIMIT_RANGE,
+    CONNECT_TIMEOUT_SECONDS_RANGE,
+    DEFAULT_CONNECT_TIMEOUT_SECONDS,
+    DEFAULT_LOCK_RETRIES_COUNT,
+    DEFAULT_STATEMENT_TIMEOUT_MILLISECONDS,
+    DEFAULT_STEP_LOCK_TIMEOUT_MILLISECONDS,
     IMAGE_PULL_POLICIES,
+    LOCK_RETRIES_RANGE,
+    TIMEOUT_MILLISECONDS_RANGE,
     TTL_AFTER_FINISHED_RANGE,
 )
 
@@ -46,6 +53,11 @@ class Settings:
     runner_command: str = "umt-migrations"
     alembic_config: str = "/app/alembic.ini"
     lock_timeout_seconds: int = 300
+    #: Defaults of ``spec.safety`` (the runner's ``--step-lock-timeout`` and friends).
+    step_lock_timeout_milliseconds: int = DEFAULT_STEP_LOCK_TIMEOUT_MILLISECONDS
+    statement_timeout_milliseconds: int = DEFAULT_STATEMENT_TIMEOUT_MILLISECONDS
+    lock_retries: int = DEFAULT_LOCK_RETRIES_COUNT
+    connect_timeout_seconds: int = DEFAULT_CONNECT_TIMEOUT_SECONDS
     metrics_port: int = 9090
     health_port: int = 8080
     #: How long a migration pod may wait for a node before the resource is ``Stalled``.
@@ -177,6 +189,10 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "runner_command": _non_empty,
     "alembic_config": _non_empty,
     "lock_timeout_seconds": _integer(0, 86400),
+    "step_lock_timeout_milliseconds": _integer(*TIMEOUT_MILLISECONDS_RANGE),
+    "statement_timeout_milliseconds": _integer(*TIMEOUT_MILLISECONDS_RANGE),
+    "lock_retries": _integer(*LOCK_RETRIES_RANGE),
+    "connect_timeout_seconds": _integer(*CONNECT_TIMEOUT_SECONDS_RANGE),
     "metrics_port": _integer(0, 65535),
     "health_port": _integer(1, 65535),
     "unschedulable_seconds": _integer(0, 86400),

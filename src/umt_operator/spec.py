@@ -15,6 +15,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from umt_migrations.safety import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_LOCK_RETRIES,
+    DEFAULT_STEP_LOCK_TIMEOUT,
+    MAX_CONNECT_SECONDS,
+    MAX_LOCK_RETRIES,
+    MAX_SECONDS,
+)
+
 #: A relative revision (``+1``, ``head-1``, ``abc+2``, ``feature@-1``): refused, because the
 #: target of a declarative resource must not move with the database's current revision. This is
 #: Alembic's own test (``_relative_destination`` in ``alembic/script/revision.py``, matched from
@@ -72,6 +81,19 @@ BACKOFF_LIMIT_RANGE = (0, 10)
 ACTIVE_DEADLINE_RANGE = (1, 86400)
 TTL_AFTER_FINISHED_RANGE = (0, 604800)
 
+#: Inclusive ranges of ``spec.safety`` (the runner's ``--step-lock-timeout`` and friends), shared
+#: by the CRD, the spec, the operator settings and the charts. Lock and statement timeouts are
+#: whole milliseconds (PostgreSQL's own unit; a lock timeout under a second is common practice),
+#: 0 meaning no limit; the connect timeout is whole seconds (libpq's ``connect_timeout``).
+TIMEOUT_MILLISECONDS_RANGE = (0, int(MAX_SECONDS * 1000))
+LOCK_RETRIES_RANGE = (0, MAX_LOCK_RETRIES)
+CONNECT_TIMEOUT_SECONDS_RANGE = (1, int(MAX_CONNECT_SECONDS))
+#: The runner's own defaults, in the units of ``spec.safety``.
+DEFAULT_STEP_LOCK_TIMEOUT_MILLISECONDS = int(DEFAULT_STEP_LOCK_TIMEOUT * 1000)
+DEFAULT_STATEMENT_TIMEOUT_MILLISECONDS = 0
+DEFAULT_LOCK_RETRIES_COUNT = DEFAULT_LOCK_RETRIES
+DEFAULT_CONNECT_TIMEOUT_SECONDS = int(DEFAULT_CONNECT_TIMEOUT)
+
 IMAGE_PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 DEFAULT_SECRET_KEY = "url"
 MAX_TARGET_LENGTH = 128
@@ -106,6 +128,20 @@ class JobOptions:
 
 
 @dataclass(frozen=True)
+class SafetyOptions:
+    """Bounds that keep a migration from stalling a busy database (``spec.safety``).
+
+    ``None`` means the operator's default (``UMT_OPERATOR_STEP_LOCK_TIMEOUT_MILLISECONDS`` and
+    friends); a timeout of 0 means no limit.
+    """
+
+    step_lock_timeout_milliseconds: int | None = None
+    statement_timeout_milliseconds: int | None = None
+    lock_retries: int | None = None
+    connect_timeout_seconds: int | None = None
+
+
+@dataclass(frozen=True)
 class MigrationSpec:
     """What a ``SchemaMigration`` asks for."""
 
@@ -117,6 +153,7 @@ class MigrationSpec:
     alembic_config: str | None = None
     alembic_working_dir: str | None = None  #: the container's workingDir
     job: JobOptions = field(default_factory=JobOptions)
+    safety: SafetyOptions = field(default_factory=SafetyOptions)
 
 
 def revision_problem(target: Any) -> str | None:
@@ -161,6 +198,7 @@ def parse_spec(body_spec: Mapping[str, Any] | None) -> MigrationSpec:
     if working_dir is not None and not working_dir.startswith("/"):
         problems.append(WORKING_DIR_MESSAGE)
     job = _parse_job(_or_empty(spec.get("job"), {}), problems)
+    safety = _parse_safety(_or_empty(spec.get("safety"), {}), problems)
     if problems:
         raise InvalidSpec("; ".join(problems))
     return MigrationSpec(
@@ -172,6 +210,7 @@ def parse_spec(body_spec: Mapping[str, Any] | None) -> MigrationSpec:
         alembic_config=config or None,
         alembic_working_dir=working_dir or None,
         job=job,
+        safety=safety,
     )
 
 
@@ -205,14 +244,17 @@ def _parse_secret_ref(database: Any, problems: list[str]) -> SecretRef:
 
 
 def _int_in_range(
-    job: Mapping[str, Any], key: str, bounds: tuple[int, int], problems: list[str]
+    job: Mapping[str, Any], key: str, bounds: tuple[int, int], problems: list[str],
+    section: str = "job",
 ) -> int | None:
     value = job.get(key)
     if value is None:
         return None
     low, high = bounds
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        problems.append(f"job.{key} must be an integer between {low} and {high}, got {value!r}")
+        problems.append(
+            f"{section}.{key} must be an integer between {low} and {high}, got {value!r}"
+        )
         return None
     return value
 
@@ -305,4 +347,24 @@ def _parse_job(job: Any, problems: list[str]) -> JobOptions:
         pod_labels=labels,
         pod_annotations=_string_map(job, "podAnnotations", problems),
         env=env,
+    )
+
+
+def _parse_safety(safety: Any, problems: list[str]) -> SafetyOptions:
+    if not isinstance(safety, Mapping):
+        problems.append("safety must be an object")
+        return SafetyOptions()
+
+    def bounded(key: str, bounds: tuple[int, int]) -> int | None:
+        return _int_in_range(safety, key, bounds, problems, "safety")
+
+    return SafetyOptions(
+        step_lock_timeout_milliseconds=bounded(
+            "stepLockTimeoutMilliseconds", TIMEOUT_MILLISECONDS_RANGE
+        ),
+        statement_timeout_milliseconds=bounded(
+            "statementTimeoutMilliseconds", TIMEOUT_MILLISECONDS_RANGE
+        ),
+        lock_retries=bounded("lockRetries", LOCK_RETRIES_RANGE),
+        connect_timeout_seconds=bounded("connectTimeoutSeconds", CONNECT_TIMEOUT_SECONDS_RANGE),
     )

@@ -60,12 +60,17 @@ ALL_KNOBS = {
     },
 }
 DOWNGRADE = {**MINIMAL, "targetRevision": "a1b2c3d4e5f6", "allowDowngrade": True}
+#: Every spec.safety field away from the runner's defaults: each becomes its option.
+SAFETY = {**MINIMAL, "safety": {"stepLockTimeoutMilliseconds": 750,
+                                "statementTimeoutMilliseconds": 90000, "lockRetries": 9,
+                                "connectTimeoutSeconds": 3}}
 
 CASES: dict[str, dict[str, Any]] = {
     "minimal": {"name": "umt-schema", "generation": 1, "spec": MINIMAL},
     "all-knobs": {"name": "umt-schema", "generation": 7, "spec": ALL_KNOBS},
     "downgrade-allowed": {"name": "umt-schema", "generation": 12, "spec": DOWNGRADE},
     "long-name": {"name": LONG_NAME, "generation": 123456, "spec": MINIMAL},
+    "safety": {"name": "umt-schema", "generation": 3, "spec": SAFETY},
 }
 
 

@@ -93,6 +93,10 @@ spec:
   job:
     {{- toYaml . | nindent 4 }}
   {{- end }}
+  {{- with .Values.safety }}
+  safety:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
 {{- end -}}
 
 {{/* Pod Security "restricted": https://kubernetes.io/docs/concepts/security/pod-security-standards/ */}}
