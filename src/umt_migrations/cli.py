@@ -147,9 +147,12 @@ def _main(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # every failure becomes one readable line
-        if os.environ.get(DEBUG_ENV):
-            raise
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one readable line
+        if os.environ.get(DEBUG_ENV):  # the traceback, through the masked stream
+            import traceback
+
+            traceback.print_exc()
+            return 1
         print(f"error: {_describe(exc, _database_url(args))}", file=sys.stderr)
         return 1
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,6 +26,7 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 
+from tests.conftest import REPO_ROOT
 from tests.unit.test_masking import PASSWORDS, USER, assert_hidden
 from umt_migrations.cli import main
 
@@ -115,3 +117,26 @@ def test_a_process_shows_no_password_either(tmp_path: Path) -> None:
     assert proc.returncode == 1, proc.stderr
     assert_hidden("ab@cd@SeCrEt9", proc.stdout, proc.stderr, (tmp_path / "r.json").read_text())
     assert "SeCrEt9" not in proc.stdout + proc.stderr
+
+
+def test_a_project_that_prints_its_url_shows_no_password(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A project's env.py that prints the URL and then fails with it, with and without
+    ``UMT_MIGRATIONS_DEBUG`` (the traceback goes through the masked stream too)."""
+    shutil.copytree(REPO_ROOT / "migrations", tmp_path / "migrations",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO_ROOT / "alembic.ini", tmp_path)
+    env_py = tmp_path / "migrations" / "env.py"
+    env_py.write_text(env_py.read_text().replace(
+        "\nimport os\n", "\nimport os\nprint('using', os.environ['DATABASE_URL'])\n"
+        "raise RuntimeError('cannot use ' + os.environ['DATABASE_URL'])\n", 1))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://{USER}:Tr0ub4dor&3@{UNREACHABLE}/umt")
+    for debug in ("", "1"):
+        monkeypatch.setenv("UMT_MIGRATIONS_DEBUG", debug)
+        code, text = run("current")
+        assert code == 1
+        assert "cannot use postgresql://***@127.0.0.1:1/umt" in text
+        assert "using postgresql://***@127.0.0.1:1/umt" in text
+        assert_hidden("Tr0ub4dor&3", text)
+    assert "Traceback" in text
