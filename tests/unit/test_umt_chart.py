@@ -311,6 +311,7 @@ def test_the_gate_can_be_turned_off(rendered: dict[str, Objects]) -> None:
     [
         (["--set", "app.replicas=-1"], "umt:\n- at '/app/replicas': minimum"),
         (["--set", "gate.timeoutSeconds=0"], "at '/gate/timeoutSeconds': minimum"),
+        (["--set", "gate.timeoutSeconds=86401"], "at '/gate/timeoutSeconds': maximum"),
         (["--set", "gate.timout=30"], "additional properties 'timout' not allowed"),
         (["--set", "global.image.tag="], "at '/global/image/tag'"),
         (["--set", "schema-migration.mode=sync"],
@@ -319,7 +320,7 @@ def test_the_gate_can_be_turned_off(rendered: dict[str, Objects]) -> None:
         (["--set", "schema-migration.hook=null"],
          "schema-migration:\n- at '': missing property 'hook'"),
     ],
-    ids=["replicas", "gate-timeout", "typo", "empty-tag", "subchart-mode", "app-image-removed",
+    ids=["replicas", "gate-timeout", "gate-timeout-above-the-cli-maximum", "typo", "empty-tag", "subchart-mode", "app-image-removed",
          "subchart-hook-removed"],
 )
 def test_bad_values_are_rejected_readably(helm_binary: Path, chart: Path,  # noqa: F811
