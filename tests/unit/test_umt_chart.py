@@ -320,8 +320,8 @@ def test_the_gate_can_be_turned_off(rendered: dict[str, Objects]) -> None:
         (["--set", "schema-migration.hook=null"],
          "schema-migration:\n- at '': missing property 'hook'"),
     ],
-    ids=["replicas", "gate-timeout", "gate-timeout-above-the-cli-maximum", "typo", "empty-tag", "subchart-mode", "app-image-removed",
-         "subchart-hook-removed"],
+    ids=["replicas", "gate-timeout", "gate-timeout-above-max", "typo", "empty-tag",
+         "subchart-mode", "app-image-removed", "subchart-hook-removed"],
 )
 def test_bad_values_are_rejected_readably(helm_binary: Path, chart: Path,  # noqa: F811
                                           args: list[str], message: str) -> None:
