@@ -44,6 +44,10 @@ DURATIONS = [
     ("apply", "-f", "-", "--timeout"),
     ("apply", "-f", "-", "--operator-grace"),
 ]
+#: The runner's options (their own maxima; tests/integration/test_migrate_runner.py): the
+#: same refusals, by the same argument types.
+RUNNER_DURATIONS = [("migrate", "--to", "head", option) for option in
+                    ("--step-lock-timeout", "--statement-timeout", "--connect-timeout")]
 ABSURD = ["inf", "-inf", "nan", "NaN", "1e300", "-1", str(MAX_SECONDS + 1), "soon"]
 
 
@@ -58,7 +62,7 @@ def refused(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
 
 
 @pytest.mark.parametrize("value", ABSURD)
-@pytest.mark.parametrize("option", DURATIONS, ids=lambda o: f"{o[0]} {o[-1]}")
+@pytest.mark.parametrize("option", DURATIONS + RUNNER_DURATIONS, ids=lambda o: f"{o[0]} {o[-1]}")
 def test_absurd_durations_are_refused_by_the_parser(
         capsys: pytest.CaptureFixture[str], option: tuple[str, ...], value: str) -> None:
     line = refused(capsys, *option, value)
