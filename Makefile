@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test lint system-packages unit install quickstart e2e bench clean manifests chart-docs charts
+.PHONY: test lint system-packages unit install quickstart e2e bench clean manifests chart-docs charts lint-migrations
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,7 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/mypy tests
 	$(BIN)/lint-imports --no-logo
+	@$(MAKE) --no-print-directory lint-migrations
 	@set -e; helm="$$(./scripts/fetch-k8s-tools.sh)/helm"; scratch="$$(mktemp -d)"; \
 	trap 'rm -rf "$$scratch"' EXIT; cp -r charts "$$scratch/"; \
 	"$$helm" dependency build "$$scratch/charts/umt" >/dev/null; \
@@ -47,6 +48,11 @@ system-packages:
 ## Pure tests only, no services needed.
 unit: install
 	$(BIN)/pytest -m unit
+
+## Lint UMT's migration history offline (squawk + the project's rules + the guide), as CI does.
+lint-migrations: install
+	$(BIN)/umt-migrations lint --dialect postgresql
+	$(BIN)/umt-migrations lint --dialect mysql
 
 ## Bring the embedded SQLite database to head and show where it is.
 quickstart: install

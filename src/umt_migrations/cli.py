@@ -16,6 +16,7 @@ from typing import Any
 
 from . import __version__
 from .argtypes import OneLineParser, bounded_seconds, count, seconds
+from .review import cli as review_cli
 
 log = logging.getLogger("umt_migrations")
 
@@ -64,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true")
     p = add("merge", "merge several heads into one revision")
     p.add_argument("-m", "--message", default=None)
-    add("check", "fail when the models and the migrations disagree")
+    p = add("check", "fail when the models and the migrations disagree")
+    review_cli.add_check_options(p)
     p = add("migrate", "move the database to a target revision, under a lock (what Jobs run)")
     p.add_argument("--to", required=True, dest="target", metavar="REV",
                    help="head, heads, base, <branch>@head or a revision id")
@@ -76,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds to wait for another migration to finish (default 300)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and SQL; change nothing")
     _add_safety(p)
+    p.add_argument("--plan-digest", default=None, metavar="sha256:HEX",
+                   help="run only if the plan from the database's revision has this digest "
+                        "(from `plan`); else exit 2, PlanChanged, nothing applied")
+    review_cli.add_plan(sub, common)
+    review_cli.add_lint(sub, common)
     _add_waiter_and_gate(sub, common)
     return parser
 
@@ -181,6 +188,12 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _alembic_command(args: argparse.Namespace) -> int:
     name = args.command
+    if name == "plan":
+        return review_cli.run_plan(args)
+    if name == "lint":
+        return review_cli.run_lint(args)
+    if name == "check" and args.format == "json":
+        return review_cli.run_check(args)
     from . import commands
     from .project import Project
 
@@ -228,6 +241,7 @@ def _migrate(args: argparse.Namespace) -> int:
             lock_retries=args.lock_retries,
             connect_timeout=args.connect_timeout,
         ),
+        plan_digest=args.plan_digest,
     )
     try:
         project = Project.locate(getattr(args, "config", None), getattr(args, "url", None))

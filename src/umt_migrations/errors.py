@@ -32,12 +32,15 @@ INTERRUPTED = "Interrupted"
 #: A statement ran longer than ``--statement-timeout`` (or the revision's own
 #: ``statement_timeout``): exit 3, since a blind retry would repeat the same long work.
 STATEMENT_TIMEOUT = "StatementTimeout"
+#: ``migrate --plan-digest``: what would run now is not the plan that was approved.
+PLAN_CHANGED = "PlanChanged"
 
 EXIT_CODES: dict[str, ExitCode] = {
     DOWNGRADE_NOT_ALLOWED: ExitCode.INVALID,
     REVISION_NOT_FOUND: ExitCode.INVALID,
     MULTIPLE_HEADS: ExitCode.INVALID,
     INVALID_SPEC: ExitCode.INVALID,
+    PLAN_CHANGED: ExitCode.INVALID,
     MIGRATION_FAILED: ExitCode.FAILED,
     STATEMENT_TIMEOUT: ExitCode.FAILED,
     DATABASE_UNAVAILABLE: ExitCode.TRANSIENT,

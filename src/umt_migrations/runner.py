@@ -31,6 +31,7 @@ from .errors import (
     INVALID_SPEC,
     LOCK_TIMEOUT,
     MIGRATION_FAILED,
+    PLAN_CHANGED,
     STATEMENT_TIMEOUT,
     ExitCode,
     MigrationError,
@@ -60,6 +61,7 @@ class MigrateRequest:
     dry_run: bool = False
     report_path: Path | None = None
     safety: Safety = field(default_factory=Safety)
+    plan_digest: str | None = None  #: run only the plan with this digest (``plan``)
 
 
 def migrate(project: Project, request: MigrateRequest, out: TextIO = sys.stdout) -> Report:
@@ -122,6 +124,7 @@ class _Run:
     running: str | None = None
     origin: graph.Plan | None = None  #: the first attempt's plan (what the run set out to do)
     guard: StepGuard | None = None
+    approved: tuple[str, ...] | None = None  #: heads whose plan matched --plan-digest
 
     @property
     def connection(self) -> sa.Connection:
@@ -164,6 +167,8 @@ def _locked_run(run: _Run, started: float) -> None:
 
 def _run_under_lock(run: _Run) -> None:
     try:
+        if run.request.plan_digest is not None:
+            _check_plan_digest(run)
         with group_commit(run.connection):
             _apply(run)
         _conclude(run)
@@ -224,6 +229,9 @@ def _apply_once(run: _Run, guard: StepGuard) -> None:
     """One ``env.py`` run that reads the heads, plans, and applies the plan's steps."""
 
     def steps_for(heads: tuple[str, ...], context: Any) -> Iterator[MigrationStep]:
+        first_attempt = run.origin is None  # a retry starts from where the last one ended
+        if first_attempt and run.approved is not None and tuple(sorted(heads)) != run.approved:
+            raise MigrationError(PLAN_CHANGED, "the database moved while the plan was checked")
         run.current = tuple(sorted(heads))
         run.plan = plan = graph.plan_move(
             run.script, heads, run.request.target, allow_downgrade=run.request.allow_downgrade
@@ -241,6 +249,32 @@ def _apply_once(run: _Run, guard: StepGuard) -> None:
         return guard.wrap(_recording(plan, run), context)
 
     run_env(run.project, run.script, run.connection, steps_for, per_migration=True)
+
+
+def _check_plan_digest(run: _Run) -> None:
+    """Refuse (``PlanChanged``, nothing applied) unless what would run is the approved plan.
+
+    Under the lock: read the revision, plan the move, render it offline and digest it as
+    ``plan`` does. A move with nothing to do runs whatever the digest (nothing runs).
+    """
+    from .review.digest import digest_of_move  # Alembic's offline mode only: no linters
+
+    heads = run.current = read_heads(run.project, run.script, run.connection)
+    plan = graph.plan_move(
+        run.script, heads, run.request.target, allow_downgrade=run.request.allow_downgrade
+    )
+    if plan.direction != "none":
+        actual = digest_of_move(run.project, run.script, plan)
+        if actual != run.request.plan_digest:
+            raise MigrationError(
+                PLAN_CHANGED,
+                f"the plan changed since it was approved: {plan.direction} "
+                f"{graph.format_heads(plan.current) or 'base'} -> "
+                f"{graph.format_heads(plan.target) or 'base'} ({len(plan.steps)} step(s)) has "
+                f"digest {actual}, not {run.request.plan_digest}; nothing was applied. Run "
+                "`plan` again, review it, and approve its digest",
+            )
+    run.approved = tuple(sorted(heads))
 
 
 def _recording(plan: graph.Plan, run: _Run) -> Iterator[MigrationStep]:
