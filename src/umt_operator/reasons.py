@@ -41,6 +41,8 @@ LOCK_TIMEOUT: Final = "LockTimeout"
 INTERRUPTED: Final = "Interrupted"
 #: A statement outlasted the runner's ``--statement-timeout`` (exit 3, not retried).
 STATEMENT_TIMEOUT: Final = "StatementTimeout"
+#: ``migrate --plan-digest``: what would run is not the approved plan (exit 2, nothing applied).
+PLAN_CHANGED: Final = "PlanChanged"
 
 # Failures the Job controller reports.
 DEADLINE_EXCEEDED: Final = "DeadlineExceeded"
@@ -76,6 +78,7 @@ RUNNER_REASONS: Final = frozenset(
         INTERRUPTED,
         STATEMENT_TIMEOUT,
         INVALID_SPEC,  # a target the runner itself refuses (exit 2)
+        PLAN_CHANGED,
     }
 )
 
