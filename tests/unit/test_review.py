@@ -94,7 +94,7 @@ def test_plan_json_contract_for_umt_history() -> None:
     for entry in plan["steps"]:
         assert set(entry) == {"revision", "description", "sql", "contentHash", "findings"}
         assert DIGEST.match(entry["contentHash"])
-        assert f"-- Running upgrade" in entry["sql"]
+        assert "-- Running upgrade" in entry["sql"]
         for finding in entry["findings"]:
             assert {"rule", "severity", "message", "statement", "accepted", "reason"} <= set(
                 finding)

@@ -70,6 +70,8 @@ def add_lint(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="lint the SQL of this dialect (default: the URL's)")
     p.add_argument("--fail-on", choices=("error", "warning"), default="error",
                    help="lowest unaccepted severity that fails (default: error)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="list accepted findings too, with their reasons")
     _add_format(p)
 
 
@@ -100,7 +102,7 @@ def run_plan(args: argparse.Namespace) -> int:
     destination = report_destination(args.report)
     try:
         review = _review(args, read_database=args.source is None)
-    except _Refused as refused:
+    except _RefusedError as refused:
         print(f"error: {refused.message}", file=sys.stderr)
         _write(destination, {"ok": False, "error": {"reason": refused.reason,
                                                     "message": refused.message}})
@@ -118,7 +120,7 @@ def run_lint(args: argparse.Namespace) -> int:
 
     try:
         review = _review(args, read_database=False, against=args.against)
-    except _Refused as refused:
+    except _RefusedError as refused:
         print(f"error: {refused.message}", file=sys.stderr)
         return 2
     failing = {"error"} if args.fail_on == "error" else {"error", "warning"}
@@ -128,6 +130,8 @@ def run_lint(args: argparse.Namespace) -> int:
     else:
         for step in review.steps:
             for finding in step.findings:
+                if finding.accepted and not args.verbose:
+                    continue
                 print(f"{step.rendered.source.path.name}: {step.rendered.revision}: "
                       f"{describe(finding)}")
         total = review.counts()
@@ -136,7 +140,7 @@ def run_lint(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
-class _Refused(Exception):
+class _RefusedError(Exception):
     def __init__(self, reason: str, message: str, code: int) -> None:
         super().__init__(message)
         self.reason, self.message, self.code = reason, message, code
@@ -145,7 +149,7 @@ class _Refused(Exception):
 def _review(
     args: argparse.Namespace, *, read_database: bool, against: str | None = None
 ) -> ReviewPlan:
-    """Locate the project, decide the move, and build its plan; failures become ``_Refused``."""
+    """Locate the project, decide the move, and build its plan; failures are refused."""
     import sqlalchemy as sa
     from alembic.script import ScriptDirectory
     from alembic.util import CommandError
@@ -155,8 +159,9 @@ def _review(
     from ..urls import InvalidURL, describe_target, password_of, scrub
     from . import plan
     from .render import dialect_project
-    from .squawk import SquawkUnavailable
+    from .squawk import SquawkUnavailableError
 
+    _quiet_alembic()
     url = getattr(args, "url", None)
     secret = password_of(url)
     try:
@@ -169,20 +174,20 @@ def _review(
             extra = _edited_since(against, script) if against else None
             return plan.build(rendering_project, script, move, extra=extra)
     except MigrationError as exc:
-        raise _Refused(exc.reason, scrub(exc.message, secret), int(exc.exit_code)) from None
-    except (ProjectError, InvalidURL, SquawkUnavailable, _GitError) as exc:
-        raise _Refused(INVALID_SPEC, scrub(str(exc), secret), 2) from None
+        raise _RefusedError(exc.reason, scrub(exc.message, secret), int(exc.exit_code)) from None
+    except (ProjectError, InvalidURL, SquawkUnavailableError, _GitError) as exc:
+        raise _RefusedError(INVALID_SPEC, scrub(str(exc), secret), 2) from None
     except sa.exc.DBAPIError as exc:
         target = describe_target(project.url)
         detail = " ".join(str(exc.orig).split())[:300]
-        raise _Refused(DATABASE_UNAVAILABLE, scrub(
+        raise _RefusedError(DATABASE_UNAVAILABLE, scrub(
             f"cannot read the revision of the database at {target}: {detail}", secret), 1
         ) from None
     except CommandError as exc:
-        raise _Refused(INVALID_SPEC, scrub(str(exc).splitlines()[0], secret), 2) from None
-    except Exception as exc:  # env.py itself failed while rendering offline
+        raise _RefusedError(INVALID_SPEC, scrub(str(exc).splitlines()[0], secret), 2) from None
+    except Exception as exc:  # noqa: BLE001 - env.py itself failed while rendering offline
         detail = " ".join(str(exc).split())[:300] or type(exc).__name__
-        raise _Refused(MIGRATION_FAILED, scrub(
+        raise _RefusedError(MIGRATION_FAILED, scrub(
             f"env.py failed while rendering offline: {type(exc).__name__}: {detail}", secret),
             3) from None
 
@@ -193,10 +198,7 @@ def _move(
     from .. import graph
     from ..envrun import read_current
 
-    if read_database:
-        current = read_current(project, script)
-    else:
-        current = parse_from(script, args.source)
+    current = read_current(project, script) if read_database else parse_from(script, args.source)
     return graph.plan_move(
         script, current, args.target, allow_downgrade=getattr(args, "allow_downgrade", False)
     )
@@ -227,6 +229,22 @@ def _edited_since(ref: str, script: ScriptDirectory) -> Any:
         raise _GitError(str(exc)) from None
 
 
+def _quiet_alembic() -> None:
+    """Warnings only from env.py and Alembic: the plan is the output (stdout), not the steps.
+
+    A root handler is in place before ``env.py`` runs, so an ``env.py`` that configures
+    logging only when nobody did (UMT's) leaves it as it is.
+    """
+    import logging
+
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(logging.WARNING)
+
+
 def _write(destination: Path | None, data: dict[str, Any]) -> None:
     from .plan import dump
 
@@ -245,14 +263,15 @@ def run_check(args: argparse.Namespace) -> int:
     from . import drift
     from .plan import dump
 
+    _quiet_alembic()
     project = Project.locate(getattr(args, "config", None), getattr(args, "url", None))
     destination = report_destination(args.report) if args.report else _env_destination()
     try:
         with project.running():
             found = drift.compare(project, ScriptDirectory.from_config(project.alembic_config()))
-    except (drift.NotSupported, drift.NotAtHead) as exc:
+    except (drift.NotSupportedError, drift.NotAtHeadError) as exc:
         data = drift.not_supported_json(str(exc))
-        if isinstance(exc, drift.NotAtHead):
+        if isinstance(exc, drift.NotAtHeadError):
             data["supported"] = True
             data["error"] = "NotAtHead"
         print(dump(data))

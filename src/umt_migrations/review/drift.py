@@ -26,11 +26,11 @@ MAX_BYTES = 4096  #: a Job's termination message
 KINDS = ("tables", "columns", "indexes", "constraints")
 
 
-class NotSupported(Exception):
+class NotSupportedError(Exception):
     """The project's ``env.py`` sets no ``target_metadata``: there are no models to compare."""
 
 
-class NotAtHead(Exception):
+class NotAtHeadError(Exception):
     """The database is not at the scripts' head: the models describe another revision."""
 
 
@@ -88,7 +88,7 @@ def compare(project: Project, script: ScriptDirectory) -> Drift:
         found["heads"] = tuple(sorted(heads))
         metadata = context.opts.get("target_metadata")
         if metadata is None:
-            raise NotSupported(
+            raise NotSupportedError(
                 "drift needs models: this project's env.py passes no target_metadata to "
                 "configure(), so there is nothing to compare the database with"
             )
@@ -103,7 +103,7 @@ def compare(project: Project, script: ScriptDirectory) -> Drift:
         engine.dispose()
     heads = found.get("heads", ())
     if set(heads) != set(script.get_heads()):
-        raise NotAtHead(
+        raise NotAtHeadError(
             f"the database is at {','.join(heads) or 'base'}, not at the scripts' head "
             f"({','.join(sorted(script.get_heads()))}): migrate first, then check drift"
         )

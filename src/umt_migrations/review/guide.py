@@ -94,7 +94,7 @@ def _column_copies(tree: ast.Module) -> list[Finding]:
 
 
 def _looks_like_column(node: ast.expr) -> bool:
-    """``x.c.name``, ``x.columns[...]``, ``Model.__table__...``, ``sa.Column(...)``, ``Model.attr``."""
+    """``x.c.name``, ``x.columns[…]``, ``Model.__table__…``, ``sa.Column(…)``, ``Model.attr``."""
     text = ast.unparse(node)
     if re.search(r"\.(c|columns)\b|__table__|\bColumn\(", text):
         return True
@@ -106,6 +106,8 @@ def _looks_like_column(node: ast.expr) -> bool:
 def _model_imports(tree: ast.Module) -> list[Finding]:
     findings = []
     for node in ast.walk(tree):
+        if not isinstance(node, ast.Import | ast.ImportFrom):
+            continue
         names: list[str] = []
         if isinstance(node, ast.ImportFrom) and node.module:
             names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
@@ -139,10 +141,10 @@ def _schema_and_data(tree: ast.Module) -> list[Finding]:
             data |= node.func.attr in DATA_CALLS
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
             data |= node.func.id in DATA_CALLS
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-            if id(node) not in docstrings:
-                data |= bool(_DML.match(node.value))
-                schema |= bool(_DDL.match(node.value))
+        elif (isinstance(node, ast.Constant) and isinstance(node.value, str)
+              and id(node) not in docstrings):
+            data |= bool(_DML.match(node.value))
+            schema |= bool(_DDL.match(node.value))
     if not (schema and data):
         return []
     return [Finding(

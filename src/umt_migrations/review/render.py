@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext, MigrationStep
@@ -70,7 +70,8 @@ def render(project: Project, script: ScriptDirectory, plan: graph.Plan) -> Rende
         seen["dialect"] = context.dialect.name
         for index, step in enumerate(plan.steps):
             marks.append(out.tell())
-            yield _Guarded(step, lambda exc, i=index: failures.setdefault(i, _why(exc)))
+            guarded = _Guarded(step, lambda exc, i=index: failures.setdefault(i, _why(exc)))
+            yield cast(MigrationStep, guarded)  # a stand-in with the same attributes
 
     config = project.alembic_config(configure_logger=False)
     config.output_buffer = out
@@ -145,7 +146,7 @@ class _Guarded:
         def guarded(**kw: Any) -> None:
             try:
                 function(**kw)
-            except Exception as exc:  # offline, a revision that reads the database fails
+            except Exception as exc:  # noqa: BLE001 - offline, a revision that reads the database fails
                 self._on_error(exc)
 
         return guarded

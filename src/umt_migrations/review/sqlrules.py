@@ -26,10 +26,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import sqlglot
-from sqlglot import exp
+from sqlglot import TokenType, exp
 from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import ParseError, TokenError
-from sqlglot.tokens import TokenType
 
 from .findings import ERROR, WARNING, Finding, Severity
 
@@ -56,7 +55,7 @@ class Statement:
     text: str
     start: int  #: offset of its first character
     end: int  #: offset just after its semicolon (or its last character)
-    tree: exp.Expression | None  #: None when sqlglot cannot parse it
+    tree: exp.Expr | None  #: None when sqlglot cannot parse it
 
     def tables(self) -> set[str]:
         if self.tree is None:
@@ -120,18 +119,18 @@ def _batch_copies(statements: list[Statement]) -> set[str]:
 Verdict = tuple[str, Severity, str]
 
 
-def _verdicts(tree: exp.Expression) -> Iterator[Verdict]:
+def _verdicts(tree: exp.Expr) -> Iterator[Verdict]:
     for check_ in _CHECKS:
         yield from check_(tree)
 
 
-def _drop(tree: exp.Expression) -> Iterator[Verdict]:
+def _drop(tree: exp.Expr) -> Iterator[Verdict]:
     if isinstance(tree, exp.Drop) and str(tree.args.get("kind", "")).upper() == "TABLE":
         names = ", ".join(t.sql() for t in tree.args.get("tables") or [])
         yield ("ban-drop-table", ERROR, f"drops table {names}: its rows are gone for good")
 
 
-def _truncate_delete(tree: exp.Expression) -> Iterator[Verdict]:
+def _truncate_delete(tree: exp.Expr) -> Iterator[Verdict]:
     if isinstance(tree, exp.TruncateTable):
         yield ("ban-truncate", ERROR, "TRUNCATE deletes every row of the table")
     if isinstance(tree, exp.Delete) and tree.args.get("where") is None:
@@ -140,7 +139,7 @@ def _truncate_delete(tree: exp.Expression) -> Iterator[Verdict]:
         yield ("renaming-table", ERROR, "renames a table: code that uses the old name breaks")
 
 
-def _alter(tree: exp.Expression) -> Iterator[Verdict]:
+def _alter(tree: exp.Expr) -> Iterator[Verdict]:
     if not isinstance(tree, exp.Alter):
         return
     table = tree.this.sql() if tree.this is not None else "?"
@@ -148,7 +147,7 @@ def _alter(tree: exp.Expression) -> Iterator[Verdict]:
         yield from _action(table, action)
 
 
-def _action(table: str, action: exp.Expression) -> Iterator[Verdict]:
+def _action(table: str, action: exp.Expr) -> Iterator[Verdict]:
     if isinstance(action, exp.Drop) and str(action.args.get("kind") or "COLUMN").upper() in (
         "COLUMN", ""
     ):
@@ -203,6 +202,6 @@ def _required(column: exp.ColumnDef) -> bool:
     return not_null and not has_default and not generated
 
 
-_CHECKS: tuple[Callable[[exp.Expression], Iterator[Verdict]], ...] = (
+_CHECKS: tuple[Callable[[exp.Expr], Iterator[Verdict]], ...] = (
     _drop, _truncate_delete, _alter,
 )

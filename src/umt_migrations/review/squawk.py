@@ -26,7 +26,7 @@ TIMEOUT_SECONDS = 120
 CONFIG_NAME = ".squawk.toml"
 
 
-class SquawkUnavailable(RuntimeError):
+class SquawkUnavailableError(RuntimeError):
     """squawk is not installed where this program can find it."""
 
 
@@ -37,7 +37,7 @@ def binary() -> str:
         return str(beside)
     found = shutil.which("squawk")
     if found is None:
-        raise SquawkUnavailable(
+        raise SquawkUnavailableError(
             "squawk is not installed: `pip install squawk-cli` (the PostgreSQL linter the "
             "plan runs over each step)"
         )
@@ -76,9 +76,9 @@ def lint(sqls: Sequence[str], config: Path | None = None) -> list[list[dict[str,
     by_file: list[list[dict[str, Any]]] = [[] for _ in sqls]
     index_of = {path.name: index for index, path in enumerate(paths)}
     for item in reported:
-        index = index_of.get(Path(str(item.get("file", ""))).name)
-        if index is not None:
-            by_file[index].append(item)
+        position = index_of.get(Path(str(item.get("file", ""))).name)
+        if position is not None:
+            by_file[position].append(item)
     return by_file
 
 
