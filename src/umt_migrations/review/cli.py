@@ -155,8 +155,9 @@ def _review(
     from alembic.util import CommandError
 
     from ..errors import DATABASE_UNAVAILABLE, INVALID_SPEC, MIGRATION_FAILED, MigrationError
+    from ..masking import scrub
     from ..project import Project, ProjectError
-    from ..urls import InvalidURL, describe_target, password_of, scrub
+    from ..urls import InvalidURL, describe_target, password_of
     from . import plan
     from .render import dialect_project
     from .squawk import SquawkUnavailableError
@@ -257,9 +258,10 @@ def run_check(args: argparse.Namespace) -> int:
     import sqlalchemy as sa
     from alembic.script import ScriptDirectory
 
+    from ..masking import scrub
     from ..project import Project
     from ..report import report_destination
-    from ..urls import describe_target, password_of, scrub
+    from ..urls import describe_target, password_of
     from . import drift
     from .plan import dump
 
