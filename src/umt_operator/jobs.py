@@ -319,6 +319,10 @@ class RunnerReport:
     error_reason: str | None = None
     error_message: str | None = None
     error_revision: str | None = None  #: the revision the error is about, when there is one
+    #: A LockTimeout's tries within the pod, and the session that held the lock (``error.attempts``
+    #: and ``error.blocker`` of the report; None from a runner that does not write them).
+    error_attempts: int | None = None
+    error_blocker: str | None = None
 
     @property
     def current_revision_unknown(self) -> bool:
@@ -359,7 +363,18 @@ def parse_report(text: str | None) -> RunnerReport | None:
         error_reason=str(error["reason"]) if error.get("reason") else None,
         error_message=str(error["message"]) if error.get("message") else None,
         error_revision=str(error["revision"]) if error.get("revision") else None,
+        error_attempts=_count(error.get("attempts")),
+        error_blocker=str(error["blocker"]) if error.get("blocker") else None,
     )
+
+
+def _count(value: Any) -> int | None:
+    """A positive whole number from a report field (the runner writes ``attempts`` as text)."""
+    try:
+        number = int(str(value))
+    except ValueError:
+        return None
+    return number if number > 0 else None
 
 
 @dataclass(frozen=True)

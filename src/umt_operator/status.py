@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from umt_migrations.masking import scrub
-from umt_operator import reasons
+from umt_operator import lockwaits, reasons
 from umt_operator.jobs import JobObservation, PodProblem, RunnerReport, observe_job, parse_report
 
 __all__ = [
@@ -168,7 +168,9 @@ def event_message_for_failure(job_name: str, observation: JobObservation) -> str
     """One line explaining a failed run, for the status message and the Warning event."""
     reason = failure_reason(observation)
     report = observation.report
-    if report and report.error_message:
+    if (gave_up := lockwaits.gave_up_detail(observation)) is not None:
+        detail = gave_up
+    elif report and report.error_message:
         detail = report.error_message
     elif observation.pod_problem and report is None:
         detail = f"pod of Job {job_name} could not start: {observation.pod_problem.message}"
@@ -234,6 +236,8 @@ def _progress(
     if obs.latest_pod_ended and obs.exit_code == 0:
         message = f"Job {job_name} has migrated the database to {target}; completing"
         return _Outcome("progressing", RUNNING, reasons.MIGRATING, message, {})
+    if (lock_wait := lockwaits.retrying_message(job_name, obs)) is not None:
+        return _Outcome("progressing", RUNNING, reasons.LOCK_TIMEOUT, lock_wait, {})
     if obs.latest_pod_ended:
         detail = event_message_for_failure(job_name, obs)
         message = f"Job {job_name}: attempt {max(obs.failed_attempts, 1)} failed ({detail}); " \
