@@ -55,6 +55,7 @@ def server(request: pytest.FixtureRequest) -> tuple[str, str]:
 def test_umt_history_planned_from_base_and_from_3ab691d3a566(server: tuple[str, str]) -> None:
     dialect, url = server
     from_base = plan("--url", url, "--to", "head")  # reads the (empty) database
+    assert table_names(url) == set()  # read-only: not even a version table
     assert (from_base["from"], from_base["to"], from_base["dialect"]) == (
         None, "240cfb931a0a", dialect)
     assert [s["revision"] for s in from_base["steps"]] == HISTORY
