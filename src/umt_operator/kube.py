@@ -113,6 +113,39 @@ class KubeAPI:
         )
         return list((found or {}).get("items") or [])
 
+    async def read_pod_log(self, namespace: str, pod: str, container: str,
+                           limit_bytes: int) -> str | None:
+        """The container's log (at most ``limit_bytes``); None when the pod or log is gone.
+
+        Only for the plan Job's pod, whose stdout is the plan (see review_jobs.py).
+        """
+        path = f"/api/v1/namespaces/{namespace}/pods/{pod}/log"
+        params = {"container": container, "limitBytes": str(limit_bytes)}
+        try:
+            async with self._session.get(self._server + path, params=params,
+                                         headers={"Accept": "text/plain"}) as response:
+                if response.status in (400, 404):  # gone, or the container never started
+                    return None
+                if response.status >= 400:
+                    raise KubeError(response.status, _error_message(await response.text()))
+                return await response.text(errors="replace")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise kopf.TemporaryError(f"Kubernetes API unreachable: {exc}", delay=5) from exc
+
+    # -- ConfigMaps (the review's plan, see review_jobs.py) -------------------------------------
+
+    async def put_config_map(self, namespace: str, config_map: Body) -> None:
+        """Create ``config_map``, or merge-patch the one of that name into it."""
+        path = f"/api/v1/namespaces/{namespace}/configmaps"
+        try:
+            await self._request("POST", path, body=config_map)
+            return
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+        await self._request("PATCH", f"{path}/{config_map['metadata']['name']}",
+                            body=config_map, content_type="application/merge-patch+json")
+
     # -- Leases (leader election, see leader.py) ----------------------------------------------
     # Writes are create (POST) and replace (PUT) with the resourceVersion last read: a stale
     # one gets 409 Conflict, raised as KubeError, so two replicas can never both take a Lease.

@@ -35,6 +35,9 @@ from umt_operator.jobs import (
 from umt_operator.jobs import job_name as generation_job_name
 from umt_operator.kube import KubeAPI
 from umt_operator.metrics import Metrics
+from umt_operator.review import parse_review
+from umt_operator.review_flow import Hooks, after_success, before_migration
+from umt_operator.review_jobs import job_kind, with_plan_digest
 from umt_operator.settings import Settings
 from umt_operator.spec import InvalidSpec, MigrationSpec, parse_spec
 from umt_operator.status import (
@@ -112,6 +115,7 @@ async def reconcile(
         generation = int(meta.get("generation") or 1)
         try:
             spec = parse_spec(body.get("spec"))
+            review = parse_review(body.get("spec"))
         except InvalidSpec as exc:
             new_status = invalid_spec_status(generation, status, str(exc))
             if await _write(ctx, body, status, new_status, logger):
@@ -120,6 +124,7 @@ async def reconcile(
             return
         job_name = generation_job_name(name, generation)
         if _concluded(status, generation, job_name):
+            await after_success(_hooks(ctx, body, logger), body, spec, review, status, logger)
             return
         job = await _current_job(ctx, body, status, job_name, job)
         if job is None:
@@ -131,7 +136,15 @@ async def reconcile(
                 if await _write(ctx, body, status, waiting, logger):
                     logger.info(waiting["message"])
                 return
-            job = await _create_job(ctx, body, spec, job_name, _image(ctx, spec), logger)
+            digest = None
+            if review is not None:  # plan first; run only the plan, once it may run
+                gate = await before_migration(_hooks(ctx, body, logger), body, spec, review,
+                                              status, logger)
+                if gate.hold:
+                    return
+                digest = gate.digest
+            job = await _create_job(ctx, body, spec, job_name, _image(ctx, spec), logger,
+                                    plan_digest=digest)
         pods = await _pods(ctx, namespace, job)
         job, job_name, pods = await _fallback_for_downgrade(ctx, body, spec, dict(job), pods,
                                                             logger)
@@ -319,6 +332,31 @@ def _concluded(status: Mapping[str, Any], generation: int, job_name: str) -> boo
     )
 
 
+def _hooks(ctx: Context, body: Mapping[str, Any], logger: kopf.Logger) -> Hooks:
+    """What the review steps (review_flow.py) may do through the pipeline."""
+    meta = body["metadata"]
+    key = (meta["namespace"], f"{meta['name']}#review")
+
+    async def write(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+        return await _write(ctx, body, old, new, logger)
+
+    def recheck(delay: float) -> None:
+        if key in ctx.rechecks and not ctx.rechecks[key].done():
+            return
+
+        async def later() -> None:
+            await asyncio.sleep(max(delay, 0.5))
+            current = await ctx.api.get_schema_migration(meta["namespace"], meta["name"])
+            if current is not None:
+                await reconcile(ctx, current, logger)
+
+        ctx.rechecks[key] = asyncio.get_running_loop().create_task(later())
+
+    return Hooks(api=ctx.api, settings=ctx.settings, write=write,
+                 event=lambda type_, reason, message: _event(body, type_, reason, message),
+                 recheck=recheck)
+
+
 def _image(ctx: Context, spec: MigrationSpec) -> str:
     return spec.image or ctx.settings.default_image
 
@@ -330,6 +368,8 @@ async def _create_job(
     job_name: str,
     image: str,
     logger: kopf.Logger,
+    *,
+    plan_digest: str | None = None,
 ) -> dict[str, Any]:
     meta = body["metadata"]
     manifest = render_job(
@@ -342,6 +382,8 @@ async def _create_job(
         image=image,
     )
     manifest["metadata"]["name"] = job_name
+    if plan_digest is not None:  # the runner refuses (PlanChanged) any other plan
+        manifest = with_plan_digest(manifest, plan_digest)
     job, created = await ctx.api.create_job(meta["namespace"], manifest)
     if created:
         ctx.metrics.jobs_created.inc()
@@ -361,7 +403,7 @@ async def _earlier_job_running(
     jobs = await ctx.api.list_jobs(meta["namespace"], resource_selector(meta["name"]))
     for job in jobs:
         annotations = job["metadata"].get("annotations") or {}
-        if (job["metadata"]["name"] == job_name
+        if (job["metadata"]["name"] == job_name or job_kind(job) != "migrate"
                 or annotations.get(ANNOTATION_OWNER_UID) != meta.get("uid")):
             continue
         if not observe_job(job, []).finished:

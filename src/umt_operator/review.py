@@ -387,6 +387,12 @@ def drift_status(previous: Mapping[str, Any] | None, report: DriftReport | None,
                  "counts": dict(report.counts)}
     conditions = set_condition(previous.get("conditions") or [], condition)
     status: dict[str, Any] = {"drift": drift, "conditions": conditions}
+    if report is not None and report.supported and not report.drifted:
+        back = drift_cleared({"conditions": conditions}, generation=generation, now=now,
+                             message="the database is at the target and matches the models")
+        if back is not None:
+            status["conditions"] = back
+            status["message"] = "the database is at the target and matches the models again"
     if review.on_drift == "Fail" and report is not None and report.drifted:
         text = one_line(f"{reasons.DRIFTED}: {message}")
         status["conditions"] = _conditions({"conditions": conditions},
@@ -394,3 +400,31 @@ def drift_status(previous: Mapping[str, Any] | None, report: DriftReport | None,
                                            reasons.DRIFTED, text, generation, now)
         status["message"] = text
     return status
+
+
+def summary_from_status(plan: Mapping[str, Any]) -> PlanSummary:
+    """The :class:`PlanSummary` that ``status.plan`` (see :func:`plan_status`) records."""
+    steps = tuple((str(step.get("revision")), _counts(step.get("findings")))
+                  for step in plan.get("steps") or [] if isinstance(step, Mapping))
+    truncated = plan.get("stepsTruncated")
+    return PlanSummary(
+        digest=str(plan.get("digest")),
+        from_revision=_text(plan.get("from")),
+        to_revision=_text(plan.get("to")),
+        direction=str(plan.get("direction") or "none"),
+        findings=_counts(plan.get("findings")),
+        steps=steps,
+        steps_truncated=truncated if isinstance(truncated, int) else None,
+    )
+
+
+def drift_cleared(previous: Mapping[str, Any], *, generation: int, now: datetime,
+                  message: str) -> list[dict[str, Any]] | None:
+    """With ``onDrift: Fail``, the conditions once drift is gone: Ready back to True (None
+    when Ready was not taken down by drift)."""
+    ready: Mapping[str, Any] = next(
+        (c for c in previous.get("conditions") or [] if c.get("type") == READY), {})
+    if ready.get("reason") != reasons.DRIFTED:
+        return None
+    return _conditions(previous, {READY: True, RECONCILING: False, STALLED: False},
+                       reasons.SUCCEEDED, message, generation, now)

@@ -34,7 +34,8 @@ from tests.k8s.fixtures import emulator, helm_binary, kubectl, kubectl_binary  #
 CHART = REPO_ROOT / "charts" / "umt-migrations-operator"
 SCENARIO_FILES = ("tests/integration/test_operator.py",
                   "tests/integration/test_operator_pod_trouble.py",
-                  "tests/integration/test_ha.py")
+                  "tests/integration/test_ha.py",
+                  "tests/integration/test_review_operator.py")
 #: How the scenarios run the operator: in namespace "default", with the Lease of the default
 #: name; the chart is rendered for the same namespace and (fullnameOverride) the same Lease.
 NAMESPACE, LEASE = "default", "umt-schema-operator"

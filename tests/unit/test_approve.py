@@ -83,7 +83,7 @@ def test_choose_prints_then_picks_the_waiting_digest() -> None:
     digest, line = choose(obj(), None, "no ConfigMap", wanted=None, say=said.append)
     assert digest == DIGEST
     assert said and said[0].startswith(f"plan {DIGEST}")
-    assert digest, line == (DIGEST, f"approved plan {DIGEST} (spec.review.approvedPlanDigest)")
+    assert (digest, line) == (DIGEST, f"approved plan {DIGEST} (spec.review.approvedPlanDigest)")
 
 
 def test_choose_refuses_another_digest_and_nothing_pending() -> None:

@@ -31,7 +31,8 @@ def test_pending_for_the_generation_exits_6_with_the_digest_and_the_set() -> Non
                       approve_set_key="schema-migration.review.approvedPlanDigest")
     tracker.observe("MODIFIED", pending())
     assert tracker.outcome is not None
-    assert tracker.outcome.code == WaitExit.APPROVAL_PENDING == 6
+    assert tracker.outcome.code == WaitExit.APPROVAL_PENDING
+    assert int(WaitExit.APPROVAL_PENDING) == 6
     line = tracker.outcome.line
     assert f"plan {DIGEST}" in line
     assert f"--set schema-migration.review.approvedPlanDigest={DIGEST}" in line

@@ -70,6 +70,14 @@ database URL reaches only the Job's pod, through secretKeyRef.
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [create, delete, get, list, watch]
+# spec.review: the plan Job's pod log holds the full plan; the operator writes it into a
+# ConfigMap owned by the SchemaMigration (the runner itself gets no Kubernetes rights).
+- apiGroups: [""]
+  resources: [pods/log]
+  verbs: [get]
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [create, patch]
 - apiGroups: [""]
   resources: [pods]
   verbs: [list, watch]
