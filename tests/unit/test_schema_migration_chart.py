@@ -241,7 +241,7 @@ def test_a_stalled_or_timed_out_waiter_is_not_retried(rendered: dict[str, Object
     fail_job, ignore = spec["podFailurePolicy"]["rules"]
     assert fail_job["action"] == "FailJob"
     assert fail_job["onExitCodes"] == {"containerName": "apply", "operator": "In",
-                                       "values": [2, 3, 4]}
+                                       "values": [2, 3, 4, 6]}
     assert ignore == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
     assert spec["backoffLimit"] == 2  # API errors (exit 5) are retried
     assert spec["activeDeadlineSeconds"] > 270  # the waiter times out first, with a message
@@ -379,3 +379,29 @@ def test_the_job_arguments_are_the_waiters(rendered: dict[str, Objects]) -> None
         assert parsed.namespace == NAMESPACE
         assert parsed.timeout == timeout
         assert parsed.field_manager == "schema-migration-hook"
+
+
+# --- review (spec.review) ---------------------------------------------------------------------
+
+
+def test_review_values_reach_the_resource_and_the_waiter(helm_binary: Path) -> None:  # noqa: F811
+    digest = "sha256:" + "ab" * 32
+    objects = render(helm_binary, "--set", "review.approval=OnFindings", "--set",
+                     "review.lint=Block", "--set", f"review.approvedPlanDigest={digest}")
+    resource = hook_manifest(objects)
+    assert resource["spec"]["review"] == {"approval": "OnFindings", "lint": "Block",
+                                          "approvedPlanDigest": digest}
+    assert_valid_schema_migration(resource)
+    args = one(objects, "Job")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--approve-set-key") + 1] == "review.approvedPlanDigest"
+    assert "review" not in hook_manifest(render(helm_binary))["spec"]  # no review by default
+    resource_mode = render(helm_binary, "--set", "mode=resource", "--set", "review.drift=Periodic")
+    assert one(resource_mode, "SchemaMigration")["spec"]["review"] == {"drift": "Periodic"}
+
+
+def test_a_bad_review_value_is_refused(helm_binary: Path) -> None:  # noqa: F811
+    for bad in ("review.lint=block", "review.approvedPlanDigest=abc", "review.unknown=1"):
+        proc = subprocess.run([str(helm_binary), "template", "r", str(CHART), "--set", bad],
+                              capture_output=True, text=True, check=False)
+        assert proc.returncode != 0, bad
+        assert "review" in proc.stderr, proc.stderr

@@ -97,6 +97,22 @@ spec:
   safety:
     {{- toYaml . | nindent 4 }}
   {{- end }}
+  {{- with .Values.review }}
+  review:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end -}}
+
+{{/* The values key of review.approvedPlanDigest as the release's user sets it: prefixed by
+the parent charts' names when this chart is a dependency (its templates then live under
+<parent>/charts/<this>/templates). */}}
+{{- define "schema-migration.approveSetKey" -}}
+{{- $parts := splitList "/charts/" (dir .Template.BasePath) -}}
+{{- $prefix := "" -}}
+{{- range $index, $part := $parts -}}
+{{- if $index -}}{{- $prefix = printf "%s%s." $prefix $part -}}{{- end -}}
+{{- end -}}
+{{- printf "%sreview.approvedPlanDigest" $prefix -}}
 {{- end -}}
 
 {{/* Pod Security "restricted": https://kubernetes.io/docs/concepts/security/pod-security-standards/ */}}
