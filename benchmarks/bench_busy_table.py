@@ -15,8 +15,8 @@ back, from a few threads); a report query keeps a transaction open on ``hot`` fo
 
 Each reader is open-loop (a query due every 10 ms, latency counted from when it was due), so
 the queries a blocked reader could not send count as late instead of vanishing from the
-statistics. Printed, not asserted (a loaded machine shifts the numbers; the integration tests assert the
-bound). Usage:
+statistics. Printed, not asserted (a loaded machine shifts the numbers; the integration
+tests assert the bound). Usage:
 
     .venv/bin/python benchmarks/bench_busy_table.py [--hold 8] [--readers 4]
 """
