@@ -380,3 +380,87 @@ def test_current_and_the_gate_bound_their_connects_too(tmp_path: Path, backend: 
     assert gate.returncode == 4 and gate_took < 3 + 4, (gate_took, gate.stderr)
     assert current.returncode == 1 and current_took < 10 + 4, (current_took, current.stderr)
     assert "secret-pw" not in gate.stdout + gate.stderr + current.stdout + current.stderr
+
+
+@pytest.mark.parametrize("env_style", ["second_connection", "single_transaction"])
+def test_bounds_reach_the_connection_env_py_opens_itself(
+    tmp_path: Path, pg_url: str, env_style: str
+) -> None:
+    """SET LOCAL goes to the connection the project's env.py configured; a run-wide
+    transaction is retried whole, and still runs each revision once."""
+    revs = linear_chain(1)
+    revs.append(Rev(ALTER, revs[-1].id, "alter hot",
+                    upgrade_sql=["ALTER TABLE hot ADD COLUMN note VARCHAR(20)"]))
+    engine = sa.create_engine(pg_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE hot (id INTEGER PRIMARY KEY)")
+    engine.dispose()
+    ini = make_project(tmp_path, revs, env_style=env_style)
+    with blocker(pg_url) as holder:
+        run = Migration(ini, pg_url, "--step-lock-timeout", str(LOCK_TIMEOUT),
+                        "--lock-retries", "20")
+        wait_for(lambda: run.count("failed (lock timeout") >= 1 or run.proc.poll() is not None,
+                 what="a failed attempt")
+        assert run.proc.poll() is None, "".join(run.lines)
+        holder.rollback()
+        code, report, log = run.finish()
+    assert code == 0, log
+    assert all(r["waitedSeconds"] <= LOCK_TIMEOUT + MARGIN for r in report["retries"])
+    counts = applied_counts(pg_url)
+    assert len(counts) == 3 and set(counts.values()) == {1}, counts
+    assert report["applied"] == [r.id for r in revs]
+
+
+def test_mariadb_does_not_retry_a_revision_that_already_changed_something(
+    tmp_path: Path, mariadb_url: str
+) -> None:
+    ini = hot_project(tmp_path, mariadb_url)
+    text = (ini.parent / "migrations" / "versions" / f"{ALTER}.py").read_text()
+    (ini.parent / "migrations" / "versions" / f"{ALTER}.py").write_text(text.replace(
+        "op.execute('ALTER TABLE hot",
+        "op.execute('CREATE TABLE made_first (id INTEGER PRIMARY KEY)')\n    "
+        "op.execute('ALTER TABLE hot"))
+    with blocker(mariadb_url):
+        run = Migration(ini, mariadb_url, "--step-lock-timeout", str(LOCK_TIMEOUT),
+                        "--lock-retries", "5")
+        code, report, log = run.finish()
+    assert code == 3, log
+    error = report["error"]
+    assert error["reason"] == "MigrationFailed" and error["revision"] == ALTER
+    assert "not retried" in error["message"] and "not transactional" in error["message"]
+    assert "retries" not in report and report["attempts"] == 1
+    engine = sa.create_engine(mariadb_url)
+    try:
+        assert "made_first" in sa.inspect(engine).get_table_names()  # what stayed, as said
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "mariadb"])
+def test_env_py_engines_get_the_connect_timeout_and_keepalives(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    """The bounds are set by class-level events, so an engine created the way an env.py
+    creates one (from the URL alone) gets them: read back from the socket itself."""
+    from umt_migrations.connectbounds import ConnectBounds, bounded_connections
+
+    url = str(request.getfixturevalue({"postgresql": "pg_url", "mariadb": "mariadb_url"}[backend]))
+    with bounded_connections(ConnectBounds(keepalive_idle=7, keepalive_count=4)):
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        with engine.connect() as conn:
+            raw = conn.connection.dbapi_connection
+            assert raw is not None
+            if backend == "postgresql":
+                sock = socket.socket(fileno=os.dup(raw.fileno()))  # type: ignore[attr-defined]
+                assert raw.get_dsn_parameters()["connect_timeout"] == "10"  # type: ignore[attr-defined]
+            else:
+                sock = raw._sock  # type: ignore[attr-defined]
+                assert raw._read_timeout is None  # type: ignore[attr-defined]
+            try:
+                assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 7
+                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 4
+            finally:
+                if backend == "postgresql":
+                    sock.close()
+        engine.dispose()
