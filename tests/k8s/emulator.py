@@ -14,6 +14,7 @@ the store directly, writes are handed to the emulator's loop (watchers live ther
 from __future__ import annotations
 
 import asyncio
+import builtins
 import concurrent.futures
 import os
 import tempfile
@@ -287,7 +288,8 @@ class Emulator:
         return self.call(self.store.delete, self.rtype(resource), namespace, name,
                          propagation=propagation)
 
-    def history(self, resource: ResourceRef, namespace: str | None, name: str) -> list[Body]:
+    def history(self, resource: ResourceRef, namespace: str | None,
+                name: str) -> builtins.list[Body]:
         """The recorded versions of an object, oldest first (deletions skipped)."""
         rtype = self.rtype(resource)
         key = (rtype.resource, namespace if rtype.namespaced else None, name)
@@ -337,7 +339,7 @@ class Emulator:
         return self.call(self.store.drop_watches, self.rtype(resource), abrupt=abrupt,
                          where=where)
 
-    def watch_requests(self, resource: ResourceRef) -> list[dict[str, str]]:
+    def watch_requests(self, resource: ResourceRef) -> builtins.list[dict[str, str]]:
         """The query parameters of the watch requests served for `resource`, oldest first."""
         rtype = self.rtype(resource)
         return self.call(lambda: [dict(w.params) for w in self.server.watch_requests

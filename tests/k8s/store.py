@@ -17,6 +17,7 @@ thread-safe. Every write notifies `changed`, a `threading.Condition`, for `wait_
 from __future__ import annotations
 
 import asyncio
+import builtins
 import collections
 import copy
 import dataclasses
@@ -246,7 +247,8 @@ class ObjectStore:
     # --- Watching (the emulator's event loop only) -------------------------------------------
 
     def subscribe(self, rtype: ResourceType, since: int | None,
-                  params: dict[str, str] | None = None) -> tuple[list[WatchEvent], Subscription]:
+                  params: dict[str, str] | None = None,
+                  ) -> tuple[builtins.list[WatchEvent], Subscription]:
         """Atomically: the events to send first, and a queue of everything that follows.
 
         Without `since`, the first events are synthetic ADDED events for every live object, as
@@ -397,7 +399,7 @@ class ObjectStore:
             self._collect(dependents, old["metadata"]["uid"], policy)
         return gone
 
-    def _dependents(self, owner_uid: str) -> list[tuple[ResourceType, Body]]:
+    def _dependents(self, owner_uid: str) -> builtins.list[tuple[ResourceType, Body]]:
         found = []
         for (resource, _, _), obj in list(self.objects.items()):
             if obj.deleted:
@@ -407,7 +409,7 @@ class ObjectStore:
                 found.append((self.types[resource], copy.deepcopy(obj.raw)))
         return found
 
-    def _collect(self, dependents: list[tuple[ResourceType, Body]], owner_uid: str,
+    def _collect(self, dependents: builtins.list[tuple[ResourceType, Body]], owner_uid: str,
                  policy: str) -> None:
         """The garbage collector's part: delete dependents, or orphan them."""
         for rtype, obj in dependents:
