@@ -37,7 +37,7 @@ spec:
     urlSecretRef: {name: umt-db}
 """
 
-DURATIONS = [
+DURATIONS: list[tuple[str, ...]] = [
     ("migrate", "--to", "head", "--lock-timeout"),
     ("wait-for-schema", "--timeout"),
     ("wait-for-schema", "--interval"),
@@ -46,8 +46,8 @@ DURATIONS = [
 ]
 #: The runner's options (their own maxima; tests/integration/test_migrate_runner.py): the
 #: same refusals, by the same argument types.
-RUNNER_DURATIONS = [("migrate", "--to", "head", option) for option in
-                    ("--step-lock-timeout", "--statement-timeout", "--connect-timeout")]
+RUNNER_DURATIONS: list[tuple[str, ...]] = [("migrate", "--to", "head", option) for option in
+    ("--step-lock-timeout", "--statement-timeout", "--connect-timeout")]
 ABSURD = ["inf", "-inf", "nan", "NaN", "1e300", "-1", str(MAX_SECONDS + 1), "soon"]
 
 
