@@ -271,13 +271,14 @@ def _conditions(previous: Mapping[str, Any], flags: Mapping[str, bool], reason: 
 
 
 def review_status(previous: Mapping[str, Any] | None, *, generation: int, state: str,
-                  reason: str, message: str, now: datetime,
+                  reason: str, message: str, now: datetime, job_name: str | None = None,
                   plan: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Status of a generation held by its review, before any migration Job.
 
     ``state`` is ``planning`` (Reconciling: the plan Job runs), ``pending`` (Ready False and
     nothing else: waiting for an approval) or ``stalled`` (the plan failed or lint blocks it).
-    Revision fields are left alone: the database did not move.
+    Revision fields are left alone: the database did not move. ``jobName`` is the plan Job
+    (this generation has no migration Job yet).
     """
     flags = {READY: False, RECONCILING: state == "planning", STALLED: state == "stalled"}
     phase = "Failed" if state == "stalled" else "Pending"
@@ -286,6 +287,8 @@ def review_status(previous: Mapping[str, Any] | None, *, generation: int, state:
         "observedGeneration": generation,
         "phase": phase,
         "message": text,
+        "jobName": job_name,
+        "startTime": None,
         "completionTime": None,
         "conditions": _conditions(previous or {}, flags, reason, text, generation, now),
     }

@@ -108,7 +108,7 @@ async def before_migration(hooks: Hooks, body: Mapping[str, Any], spec: Migratio
             hooks.event("Normal", reasons.PLANNING, message)
         await hooks.write(status, review_status(status, generation=generation, state="planning",
                                                 reason=reasons.PLANNING, message=message,
-                                                now=now))
+                                                now=now, job_name=plan_name))
         return Gate(hold=True)
     pods = await hooks.api.list_pods(namespace, plan_name)
     observation = observe_job(job, pods)
@@ -118,7 +118,8 @@ async def before_migration(hooks: Hooks, body: Mapping[str, Any], spec: Migratio
         message = (f"pod of plan Job {plan_name} cannot start: {problem.message}" if problem
                    else f"plan Job {plan_name} is planning the move to {spec.target_revision}")
         await hooks.write(status, review_status(status, generation=generation, state=state,
-                                                reason=reason, message=message, now=now))
+                                                reason=reason, message=message, now=now,
+                                                job_name=plan_name))
         return Gate(hold=True)
     summary = parse_plan_summary(termination_message(pods)) if observation.succeeded else None
     if summary is None:
@@ -126,7 +127,8 @@ async def before_migration(hooks: Hooks, body: Mapping[str, Any], spec: Migratio
         detail = (event_message_for_failure(plan_name, observation) if observation.failed
                   else f"plan Job {plan_name} succeeded but left no plan summary")
         new = review_status(status, generation=generation, state="stalled", reason=reason,
-                            message=f"the plan failed: {detail}", now=now)
+                            message=f"the plan failed: {detail}", now=now,
+                            job_name=plan_name)
         if await hooks.write(status, new):
             hooks.event("Warning", reason, new["message"])
         return Gate(hold=True)
@@ -143,7 +145,8 @@ async def before_migration(hooks: Hooks, body: Mapping[str, Any], spec: Migratio
         return Gate(hold=False, digest=decision.digest)
     state = "stalled" if decision.action == "block" else "pending"
     new = review_status(status, generation=generation, state=state, reason=decision.reason,
-                        message=decision.message, now=now, plan=plan)
+                        message=decision.message, now=now, job_name=plan_name,
+                        plan=plan)
     if await hooks.write(status, new):
         logger.warning("%s", new["message"])
         hooks.event("Warning" if state == "stalled" else "Normal", decision.reason,

@@ -209,8 +209,10 @@ def _flags(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
 
 
 def test_approval_pending_is_neither_reconciling_nor_stalled() -> None:
-    status = review_status({}, generation=3, state="pending", reason=reasons.APPROVAL_PENDING,
-                           message="plan waits", now=NOW)
+    status = review_status({"jobName": "old-2-x", "startTime": "t"}, generation=3,
+                           state="pending", reason=reasons.APPROVAL_PENDING,
+                           message="plan waits", now=NOW, job_name="s-plan-3-x")
+    assert (status["jobName"], status["startTime"]) == ("s-plan-3-x", None)
     assert _flags(status) == {"Ready": ("False", "ApprovalPending"),
                               "Reconciling": ("False", "ApprovalPending"),
                               "Stalled": ("False", "ApprovalPending")}
