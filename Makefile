@@ -86,6 +86,7 @@ image:
 
 bench: install
 	$(BIN)/python benchmarks/bench_runner.py
+	$(BIN)/python benchmarks/bench_busy_table.py
 	$(BIN)/python benchmarks/bench_operator.py
 
 clean:
