@@ -222,6 +222,8 @@ def test_a_revision_that_reads_the_database_is_planned_by_its_file(
     step = planned["steps"][1]
     assert rules(step)["not-offline-renderable"][0]["severity"] == "warning"
     assert "-- not offline-renderable" in step["sql"]
+    marker, stamp = step["sql"].index("-- not offline-renderable"), step["sql"].index("UPDATE")
+    assert marker < stamp  # where the step stopped, before Alembic's stamp of the version
 
     path = revision_file(ini, "b000000000001")
     path.write_text(path.read_text() + "\n# edited after review\n")

@@ -62,7 +62,7 @@ def render(project: Project, script: ScriptDirectory, plan: graph.Plan) -> Rende
     """Render every step of ``plan`` offline, through the project's ``env.py``."""
     out = io.StringIO()
     marks: list[int] = []
-    failures: dict[int, str] = {}
+    failures: dict[int, tuple[str, int]] = {}  #: step index -> (why, where in the output)
     seen: dict[str, Any] = {}
 
     def steps(_heads: tuple[str, ...], context: MigrationContext) -> Iterator[MigrationStep]:
@@ -70,7 +70,9 @@ def render(project: Project, script: ScriptDirectory, plan: graph.Plan) -> Rende
         seen["dialect"] = context.dialect.name
         for index, step in enumerate(plan.steps):
             marks.append(out.tell())
-            guarded = _Guarded(step, lambda exc, i=index: failures.setdefault(i, _why(exc)))
+            guarded = _Guarded(
+                step, lambda exc, i=index: failures.setdefault(i, (_why(exc), out.tell()))
+            )
             yield cast(MigrationStep, guarded)  # a stand-in with the same attributes
 
     config = project.alembic_config(configure_logger=False)
@@ -97,11 +99,12 @@ def render(project: Project, script: ScriptDirectory, plan: graph.Plan) -> Rende
         bounds[0] = 0  # what env.py wrote before the first step runs with it
     rendered = []
     for index, step in enumerate(plan.steps):
-        sql = text[bounds[index] : bounds[index + 1]] if index < len(marks) else ""
-        error = failures.get(index)
-        if error is not None:
-            sql = f"{sql.rstrip()}\n{NOT_RENDERABLE}: {error}\n".lstrip("\n")
-        rendered.append(_rendered(step, sql, error))
+        start, end = (bounds[index], bounds[index + 1]) if index < len(marks) else (0, 0)
+        error, where = failures.get(index, (None, end))
+        sql = text[start:where]
+        if error is not None:  # the marker where the step stopped; Alembic's stamp follows
+            sql = f"{sql.rstrip()}\n\n{NOT_RENDERABLE}: {error}\n\n{text[where:end].lstrip()}"
+        rendered.append(_rendered(step, sql.lstrip("\n"), error))
     return Rendering(
         dialect=str(seen.get("dialect", "")),
         version_table=str(seen.get("version_table", "alembic_version")),
