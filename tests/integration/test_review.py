@@ -252,9 +252,11 @@ def test_check_json_names_a_column_added_by_hand(server: tuple[str, str]) -> Non
     with engine.begin() as conn:
         conn.exec_driver_sql("ALTER TABLE users ADD COLUMN x INTEGER")
     engine.dispose()
-    proc = cli("--url", url, "check", "--format", "json")
+    written = tmp_path / "drift.json"
+    proc = cli("--url", url, "check", "--format", "json", "--report", str(written))
     assert proc.returncode == 3, proc.stderr
     report = json.loads(proc.stdout)
+    assert json.loads(written.read_text()) == report
     assert report["drifted"] is True and report["extra"]["columns"] == ["users.x"]
     assert report["counts"] == {"extra": 1, "missing": 0, "modified": 0}
 

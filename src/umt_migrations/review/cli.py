@@ -79,7 +79,7 @@ def add_check_options(p: argparse.ArgumentParser) -> None:
     _add_format(p)
     p.add_argument("--report", type=Path, default=None, metavar="FILE",
                    help="with --format json: also write the report here (default: "
-                        "$TERMINATION_MESSAGE_PATH)")
+                        "$TERMINATION_MESSAGE_PATH, /dev/termination-log)")
     p.epilog = CHECK_EXIT_CODES
     p.formatter_class = argparse.RawDescriptionHelpFormatter
 
@@ -267,7 +267,7 @@ def run_check(args: argparse.Namespace) -> int:
 
     _quiet_alembic()
     project = Project.locate(getattr(args, "config", None), getattr(args, "url", None))
-    destination = report_destination(args.report) if args.report else _env_destination()
+    destination = report_destination(args.report)
     try:
         with project.running():
             found = drift.compare(project, ScriptDirectory.from_config(project.alembic_config()))
@@ -289,10 +289,3 @@ def run_check(args: argparse.Namespace) -> int:
     print(dump(data))
     _write(destination, data)
     return 3 if found.drifted else 0
-
-
-def _env_destination() -> Path | None:
-    import os
-
-    path = os.environ.get("TERMINATION_MESSAGE_PATH")
-    return Path(path) if path else None
