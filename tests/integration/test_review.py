@@ -240,7 +240,8 @@ def test_a_revision_that_reads_the_database_is_planned_by_its_file(
 # --- drift -----------------------------------------------------------------------------------
 
 
-def test_check_json_names_a_column_added_by_hand(server: tuple[str, str]) -> None:
+def test_check_json_names_a_column_added_by_hand(server: tuple[str, str],
+                                                 tmp_path: Path) -> None:
     _, url = server
     code, _, _, stderr = run_migrate(UMT_INI, url, "--to", "head")
     assert code == 0, stderr
