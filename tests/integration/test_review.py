@@ -42,6 +42,11 @@ def rules(step: dict) -> dict[str, list[dict]]:
     return found
 
 
+def migrate_umt(url: str, where: Path, *args: str) -> tuple[int, dict, str, str]:
+    """``migrate`` on UMT's own project, its report written under ``where`` (not the repo)."""
+    return run_migrate(UMT_INI, url, *args, cwd=where)
+
+
 @pytest.fixture(params=["postgresql", "mariadb"])
 def server(request: pytest.FixtureRequest) -> tuple[str, str]:
     """(dialect of the URL, URL of a fresh database) on each server."""
@@ -52,15 +57,18 @@ def server(request: pytest.FixtureRequest) -> tuple[str, str]:
 # --- UMT's history ---------------------------------------------------------------------------
 
 
-def test_umt_history_planned_from_base_and_from_3ab691d3a566(server: tuple[str, str]) -> None:
+def test_umt_history_planned_from_base_and_from_3ab691d3a566(
+    tmp_path: Path, server: tuple[str, str]
+) -> None:
     dialect, url = server
     from_base = plan("--url", url, "--to", "head")  # reads the (empty) database
+    assert table_names(url) == set()  # read-only: not even a version table
     assert (from_base["from"], from_base["to"], from_base["dialect"]) == (
         None, "240cfb931a0a", dialect)
     assert [s["revision"] for s in from_base["steps"]] == HISTORY
     assert from_base == plan("--to", "head", "--from", "base", "--dialect", dialect)
 
-    code, _, _, stderr = run_migrate(UMT_INI, url, "--to", "3ab691d3a566")
+    code, _, _, stderr = migrate_umt(url, tmp_path, "--to", "3ab691d3a566")
     assert code == 0, stderr
     planned = plan("--url", url, "--to", "head")
     assert planned["from"] == "3ab691d3a566"
@@ -184,14 +192,16 @@ def test_lint_against_a_git_ref_flags_edited_revisions(tmp_path: Path) -> None:
 # --- the runner's digest check ---------------------------------------------------------------
 
 
-def test_plan_digest_runs_the_approved_plan_and_refuses_a_changed_one(pg_url: str) -> None:
-    code, _, _, stderr = run_migrate(UMT_INI, pg_url, "--to", "3ab691d3a566")
+def test_plan_digest_runs_the_approved_plan_and_refuses_a_changed_one(
+    tmp_path: Path, pg_url: str
+) -> None:
+    code, _, _, stderr = migrate_umt(pg_url, tmp_path, "--to", "3ab691d3a566")
     assert code == 0, stderr
     approved = plan("--url", pg_url, "--to", "head")["digest"]
 
-    code, _, _, stderr = run_migrate(UMT_INI, pg_url, "--to", "7b15a05d0cb1")  # the db moves
+    code, _, _, stderr = migrate_umt(pg_url, tmp_path, "--to", "7b15a05d0cb1")  # the db moves
     assert code == 0, stderr
-    code, report, _, _ = run_migrate(UMT_INI, pg_url, "--to", "head", "--plan-digest", approved)
+    code, report, _, _ = migrate_umt(pg_url, tmp_path, "--to", "head", "--plan-digest", approved)
     assert code == 2
     assert report["error"]["reason"] == "PlanChanged" and approved in report["error"]["message"]
     assert report["applied"] == [] and report["toRevision"] == "7b15a05d0cb1"
@@ -199,10 +209,10 @@ def test_plan_digest_runs_the_approved_plan_and_refuses_a_changed_one(pg_url: st
                           .get_columns("users")}  # 240cfb931a0a did not run
 
     fresh = plan("--url", pg_url, "--to", "head")["digest"]
-    code, report, _, stderr = run_migrate(UMT_INI, pg_url, "--to", "head", "--plan-digest", fresh)
+    code, report, _, stderr = migrate_umt(pg_url, tmp_path, "--to", "head", "--plan-digest", fresh)
     assert code == 0, stderr
     assert report["applied"] == ["240cfb931a0a"]
-    code, report, _, _ = run_migrate(UMT_INI, pg_url, "--to", "head", "--plan-digest", "sha256:0")
+    code, report, _, _ = migrate_umt(pg_url, tmp_path, "--to", "head", "--plan-digest", "sha256:0")
     assert (code, report["direction"]) == (0, "none")  # nothing to run: nothing to refuse
 
 
@@ -240,10 +250,9 @@ def test_a_revision_that_reads_the_database_is_planned_by_its_file(
 # --- drift -----------------------------------------------------------------------------------
 
 
-def test_check_json_names_a_column_added_by_hand(server: tuple[str, str],
-                                                 tmp_path: Path) -> None:
+def test_check_json_names_a_column_added_by_hand(tmp_path: Path, server: tuple[str, str]) -> None:
     _, url = server
-    code, _, _, stderr = run_migrate(UMT_INI, url, "--to", "head")
+    code, _, _, stderr = migrate_umt(url, tmp_path, "--to", "head")
     assert code == 0, stderr
     proc = cli("--url", url, "check", "--format", "json")
     assert proc.returncode == 0, proc.stderr

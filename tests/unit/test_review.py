@@ -279,3 +279,33 @@ def test_guide_schema_and_data() -> None:
     assert guide_rules(doc + "def upgrade():\n    op.execute('CREATE TABLE a (id INT)')\n"
                        "    op.bulk_insert(t, [])\n") == ["schema-and-data"]
     assert guide_rules(doc + "def upgrade():\n    op.execute('UPDATE t SET a = 1')\n") == []
+
+
+def test_applied_hashes_flag_a_revision_edited_after_it_ran(tmp_path: Path) -> None:
+    base = plan_json("--to", "head", "--from", "3ab691d3a566", "--dialect", "postgresql")
+    assert "edited" not in base
+    files = {p.name.split("-")[1][:12]: p for p in (REPO_ROOT / "migrations/versions").glob("*.py")}
+    ran = {rev: RevisionSource.read(files[rev]).content_hash for rev in HISTORY_RAN}
+    hashes = tmp_path / "hashes.json"
+    hashes.write_text(json.dumps(ran))
+    same = plan_json("--to", "head", "--from", "3ab691d3a566", "--dialect", "postgresql",
+                     "--applied-hashes", str(hashes))
+    assert "edited" not in same and same["findings"] == base["findings"]
+    assert same["digest"] == base["digest"]
+
+    hashes.write_text(json.dumps({**ran, "0abb288d754e": "sha256:" + "0" * 64,
+                                  "ffffffffffff": "sha256:" + "1" * 64}))
+    edited = plan_json("--to", "head", "--from", "3ab691d3a566", "--dialect", "postgresql",
+                       "--applied-hashes", str(hashes))
+    assert [(e["revision"], e["rule"], e["severity"]) for e in edited["edited"]] == [
+        ("0abb288d754e", "revision-edited", "error")]
+    assert edited["findings"]["error"] == base["findings"]["error"] + 1
+
+    hashes.write_text("[1, 2]")
+    proc = subprocess.run([*CLI, "plan", "--to", "head", "--from", "base", "--dialect", "mysql",
+                           "--applied-hashes", str(hashes)], capture_output=True, text=True,
+                          cwd=REPO_ROOT, timeout=120)
+    assert proc.returncode == 2 and "--applied-hashes" in proc.stderr
+
+
+HISTORY_RAN = ["0abb288d754e", "3ab691d3a566"]

@@ -55,6 +55,9 @@ def add_plan(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--report", type=Path, default=None, metavar="FILE",
                    help="bounded JSON summary (digest, counts) (default: "
                         "$TERMINATION_MESSAGE_PATH, /dev/termination-log)")
+    p.add_argument("--applied-hashes", type=Path, default=None, metavar="FILE",
+                   help='JSON {"revision": "sha256:…"}: the contentHash each applied revision ran '
+                        "with; a file that changed since is an error (revision-edited)")
 
 
 def add_lint(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -173,7 +176,11 @@ def _review(
             move = _move(project, script, args, read_database)
             rendering_project = dialect_project(project, args.dialect)
             extra = _edited_since(against, script) if against else None
-            return plan.build(rendering_project, script, move, extra=extra)
+            review = plan.build(rendering_project, script, move, extra=extra)
+            recorded = getattr(args, "applied_hashes", None)
+            if recorded is not None:
+                review.edited = plan.edited_since_applied(script, _read_hashes(recorded))
+            return review
     except MigrationError as exc:
         raise _RefusedError(exc.reason, scrub(exc.message, secret), int(exc.exit_code)) from None
     except (ProjectError, InvalidURL, SquawkUnavailableError, _GitError) as exc:
@@ -218,7 +225,7 @@ def parse_from(script: ScriptDirectory, source: str | None) -> tuple[str, ...]:
 
 
 class _GitError(Exception):
-    pass
+    """git, or a file the request names, cannot be read: an invalid request (exit 2)."""
 
 
 def _edited_since(ref: str, script: ScriptDirectory) -> Any:
@@ -228,6 +235,21 @@ def _edited_since(ref: str, script: ScriptDirectory) -> Any:
         return edited_since(ref, Path(script.dir))
     except GitError as exc:
         raise _GitError(str(exc)) from None
+
+
+def _read_hashes(path: Path) -> dict[str, str]:
+    """``--applied-hashes``: a JSON object of revision ids to content hashes."""
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise _GitError(f"--applied-hashes {path}: {exc}") from None
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+    ):
+        raise _GitError(f'--applied-hashes {path}: expected {{"revision": "sha256:…", …}}')
+    return data
 
 
 def _quiet_alembic() -> None:

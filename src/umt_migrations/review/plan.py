@@ -19,7 +19,7 @@ from .. import graph
 from ..project import Project
 from . import guide, sqlrules, squawk
 from .digest import digest
-from .findings import WARNING, Finding, accept, counts, merge
+from .findings import ERROR, WARNING, Finding, accept, counts, merge
 from .render import RenderedStep, Rendering, render
 
 PLAN_FORMAT_VERSION = 1
@@ -55,10 +55,13 @@ class ReviewPlan:
     direction: str
     steps: list[PlanStep]
     digest: str
+    #: ``revision-edited`` findings on revisions the database already ran (``--applied-hashes``)
+    edited: list[tuple[str, Finding]] = field(default_factory=list)
 
     @property
     def findings(self) -> list[Finding]:
-        return [finding for step in self.steps for finding in step.findings]
+        steps = [finding for step in self.steps for finding in step.findings]
+        return steps + [finding for _, finding in self.edited]
 
     def counts(self) -> dict[str, int]:
         return counts(self.findings)
@@ -73,6 +76,8 @@ class ReviewPlan:
             "steps": [step.to_json() for step in self.steps],
             "findings": self.counts(),
             "digest": self.digest,
+            **({"edited": [{"revision": rev, **finding.to_json()} for rev, finding in self.edited]}
+               if self.edited else {}),
         }
 
     def summary(self) -> dict[str, Any]:
@@ -104,6 +109,37 @@ def dump(data: dict[str, Any]) -> str:
 
 #: Extra findings for a step (``lint --against``): given the rendered step, returns findings.
 ExtraCheck = Callable[[RenderedStep], list[Finding]]
+
+
+def edited_since_applied(
+    script: ScriptDirectory, recorded: dict[str, str]
+) -> list[tuple[str, Finding]]:
+    """``revision-edited`` for each revision whose file no longer has the hash it ran with.
+
+    ``recorded`` maps revision ids to the ``contentHash`` a plan gave them when they ran (the
+    operator keeps it); revisions the scripts do not hold are left to the move's own checks.
+    """
+    from .source import RevisionSource
+
+    edited = []
+    for revision_id, then in sorted(recorded.items()):
+        try:
+            revision = script.revision_map.get_revision(revision_id)
+        except Exception:  # noqa: BLE001 - unknown or ambiguous ids: not this check's business
+            revision = None
+        path = getattr(revision, "path", None)  # a Script: the revision's file
+        if revision is None or path is None:
+            continue
+        now = RevisionSource.read(path).content_hash
+        if now != then:
+            edited.append((revision.revision, Finding(
+                "revision-edited", ERROR,
+                f"{revision.revision} ran with content {then[:19]}…, its file now has "
+                f"{now[:19]}…: the databases that ran it will not run the edit; revert it and "
+                "write a new revision",
+                source="plan",
+            )))
+    return edited
 
 
 def build(
