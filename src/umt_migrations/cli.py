@@ -281,9 +281,9 @@ def _describe(exc: BaseException, url: str | None) -> str:
     from .errors import MigrationError
     from .masking import scrub
     from .project import ProjectError
-    from .urls import InvalidURL, describe_target, password_of
+    from .urls import InvalidURL, describe_target
 
-    secret = password_of(url)
+    secret = url  # every reading of its credentials is hidden
     if isinstance(exc, (ProjectError, InvalidURL, MigrationError)):
         return scrub(str(exc), secret)
     if isinstance(exc, CommandError):

@@ -143,7 +143,7 @@ def _check(project: Project, script: ScriptDirectory, heads: tuple[str, ...],
     from .connectbounds import ConnectBounds, bounded_connections
     from .envrun import read_current
     from .masking import scrub
-    from .urls import describe_target, password_of
+    from .urls import describe_target
 
     # A bounded attempt (connect timeout, keepalives), for env.py's own engine too.
     bounds = ConnectBounds(connect_timeout=min(MAX_CONNECT_SECONDS,
@@ -153,7 +153,7 @@ def _check(project: Project, script: ScriptDirectory, heads: tuple[str, ...],
             current = read_current(project, script)
     except sa.exc.DBAPIError as exc:
         detail = " ".join(str(exc.orig).split())[:300] or type(exc.orig).__name__
-        detail = scrub(detail, password_of(project.url))
+        detail = scrub(detail, project.url)
         return Verdict(False, f"waiting: cannot read the database at "
                        f"{describe_target(project.url)} ({detail}); expected head "
                        f"{_revisions(heads)}")

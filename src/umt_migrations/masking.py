@@ -20,8 +20,9 @@ What is masked (README, "Passwords"):
 3. **The process's own secrets**, literally, wherever they appear: the user information and
    password of every URL given to :func:`secrets_of_urls` (the command line gives it the URL it
    was asked to use), as written, percent-decoded and percent-encoded. Strings shorter than
-   :data:`MIN_LITERAL` characters are left to rules 1 and 2 (replacing every ``a`` of a text
-   would hide everything and nothing).
+   :data:`MIN_LITERAL` characters, and a password the URL shows anyway as its user, host or
+   database name, are left to rules 1 and 2 (replacing every ``a``, or every ``postgres``, of
+   a text would hide everything and nothing).
 
 Passwords are taken to be printable (``str.isprintable``: any character from space on, no
 line breaks); the property test in ``tests/unit/test_masking.py`` holds every path to that.
@@ -69,19 +70,41 @@ _known_lock = threading.Lock()
 
 
 def scrub(text: str, *secrets: str | None) -> str:
-    """``text`` without passwords: the rules of this module's docstring, plus ``secrets``."""
+    """``text`` without passwords: the rules of this module's docstring, plus ``secrets``
+    (database URLs, whose every reading of credentials is hidden, or passwords)."""
     with _known_lock:
-        known = list(_known)
-    literals = sorted(
-        {s for s in (*known, *_variants(secrets)) if len(s) >= MIN_LITERAL},
-        key=len,
-        reverse=True,
-    )
+        known = set(_known)
+    literals = sorted(known | _literals(secrets), key=len, reverse=True)
     for secret in literals:
         text = text.replace(secret, MASK)
+    return _by_shape(text)
+
+
+def _by_shape(text: str) -> str:
+    """Rules 1 and 2: credentials and password parameters, recognised by their shape."""
     text = _URL_CREDENTIALS.sub(lambda m: f"{m.group('scheme')}{MASK}@", text)
     text = _QUERY_PASSWORD.sub(lambda m: f"{m.group('key')}{MASK}", text)
     return _PASSWORD_ASSIGN.sub(lambda m: f"{m.group('key')}{MASK}", text)
+
+
+def _literals(secrets: Iterable[str | None]) -> set[str]:
+    found: set[str] = set()
+    for secret in secrets:
+        if secret:
+            found |= url_literals(secret) if "://" in secret else set(_variants([secret]))
+    return {form for form in found if len(form) >= MIN_LITERAL}
+
+
+def url_literals(raw: str) -> set[str]:
+    """The forms of ``raw``'s credentials to hide wherever they appear (rule 3).
+
+    A password the URL shows anyway, as its user, host or database name (``postgres:postgres``,
+    ``umt:umt@db/umt``), is left to rules 1 and 2: replacing it everywhere would hide those
+    names, and the scheme with them, in every message.
+    """
+    shown = _by_shape(raw.strip())
+    return {form for form in _variants(secrets_of(raw))
+            if len(form) >= MIN_LITERAL and form not in shown}
 
 
 def mask_url(raw: object) -> str:
@@ -92,7 +115,7 @@ def mask_url(raw: object) -> str:
 @contextmanager
 def secrets_of_urls(*urls: str | None) -> Iterator[None]:
     """Mask the credentials of ``urls`` wherever they appear while the block runs."""
-    found = {secret for raw in urls if raw for secret in _variants(secrets_of(raw))}
+    found = {secret for raw in urls if raw for secret in url_literals(raw)}
     with _known_lock:
         _known.update(found)
     try:

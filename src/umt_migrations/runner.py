@@ -44,7 +44,7 @@ from .project import Project
 from .report import Report, write_report
 from .safety import DEADLOCK, LOCK, STATEMENT, Safety, backoff, failure_kind
 from .stepguard import StepGuard
-from .urls import describe_target, password_of
+from .urls import describe_target
 
 log = logging.getLogger("umt_migrations.migrate")
 
@@ -506,7 +506,7 @@ def _fail(report: Report, exc: MigrationError) -> None:
 
 def _first_lines(exc: BaseException, project: Project, lines: int = 3) -> str:
     text = " ".join(str(exc).strip().splitlines()[:lines]) or type(exc).__name__
-    return scrub(f"{type(exc).__name__}: {text}", password_of(project.url))
+    return scrub(f"{type(exc).__name__}: {text}", project.url)
 
 
 def _dry_run(

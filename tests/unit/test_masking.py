@@ -114,6 +114,20 @@ def test_a_known_secret_is_masked_anywhere_only_while_in_use() -> None:
     assert scrub(text) == text
 
 
+@pytest.mark.parametrize("url", [
+    "postgresql://postgres:postgres@127.0.0.1:5432/postgres",
+    "postgresql://umt:umt@db:5432/umt",
+])
+def test_a_password_the_url_shows_anyway_does_not_hide_every_name(url: str) -> None:
+    """``postgres:postgres`` is a common development URL: hiding "postgres" everywhere would
+    turn every message into ``***ql://…/***``. Its credentials still go by their shape."""
+    text = f"cannot reach the database at postgresql://db:5432/umt\nusing {url}"
+    with secrets_of_urls(url):
+        masked = scrub(text)
+    assert masked.startswith("cannot reach the database at postgresql://db:5432/umt\nusing ")
+    assert ":postgres@" not in masked and ":umt@" not in masked
+
+
 def test_masked_stream_masks_whole_lines_across_writes() -> None:
     target = io.StringIO()
     stream = MaskedStream(target)
