@@ -49,8 +49,10 @@ _HOST_AFTER_AT = (
     r"(?=(?:\[[0-9A-Za-z:.%]*\]|[A-Za-z0-9._~%-]*)(?::[0-9]*)?"
     r"(?:[/?#\s\"'<>\\,;)\]}|]|$))"
 )
+#: ``scheme://`` then credentials up to the last ``@`` on the line before a host; not after
+#: ``scheme:///`` (no authority: ``sqlite:////srv/a@b/umt.db`` is a path).
 _URL_CREDENTIALS = re.compile(
-    r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^\r\n]*)@" + _HOST_AFTER_AT
+    r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?!/)(?P<userinfo>[^\r\n]*)@" + _HOST_AFTER_AT
 )
 _QUERY_PASSWORD = re.compile(r"(?P<key>[?&;](?:password|passwd|pwd)=)[^&#\r\n]*", re.I)
 _PASSWORD_ASSIGN = re.compile(

@@ -86,6 +86,7 @@ def assert_hidden(password: str, *texts: str, baseline: str = "") -> None:
     ("host=db user=u password='se cret' dbname=x", "host=db user=u password=*** dbname=x"),
     ("PWD=SeCrEt9; Server=db", "PWD=*** Server=db"),  # ";" may be in a password: it goes
     ("already masked: postgresql://***@h/db", "already masked: postgresql://***@h/db"),
+    ("sqlite:////srv/a@b/umt.db", "sqlite:////srv/a@b/umt.db"),  # a path, no credentials
     ("no credentials: postgresql://h:5432/db and https://sqlalche.me/e/20/e3q8",
      "no credentials: postgresql://h:5432/db and https://sqlalche.me/e/20/e3q8"),
 ])
