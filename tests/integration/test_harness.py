@@ -431,7 +431,7 @@ def test_stale_resource_version_in_an_apply_is_a_conflict(
     emulator.patch(SCHEMA_MIGRATIONS, NS, "s1", {"spec": {"targetRevision": "abc"}})
     custom = kubernetes.client.CustomObjectsApi(k8s_api)
 
-    def apply(resource_version: str) -> dict[str, Any]:
+    def apply(resource_version: str) -> Any:  # the client's own type: object
         body = smig("s1", target="def")
         body["metadata"]["resourceVersion"] = resource_version
         return custom.patch_namespaced_custom_object(

@@ -41,7 +41,7 @@ def ended(message: str, suffix: str = "aaaaa") -> dict[str, Any]:
     return pod(terminated(1, message), suffix=suffix)
 
 
-def conditions(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
+def conditions(status: dict[str, Any]) -> dict[str, tuple[str | None, str | None]]:
     found = {}
     for type_ in ("Ready", "Reconciling", "Stalled"):
         condition = find_condition(status["conditions"], type_) or {}
