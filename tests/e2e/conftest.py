@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.cluster import CHART, Cluster, Databases, Target, configured_target, kind_target
-from tests.k8s.fixtures import helm_binary, kubectl_binary  # noqa: F401  (fixtures)
 
 RELEASE = "umt-migrations-operator"  # the chart's name: object names and the Lease name
 CRD = "schemamigrations.migrations.umt.dev"
@@ -79,7 +78,7 @@ class Installation:
 
 @pytest.fixture(scope="session")
 def target(tmp_path_factory: pytest.TempPathFactory,
-           kubectl_binary: Path) -> Iterator[Target]:  # noqa: F811
+           kubectl_binary: Path) -> Iterator[Target]:
     try:
         given = configured_target()
     except RuntimeError as exc:
@@ -95,7 +94,7 @@ def target(tmp_path_factory: pytest.TempPathFactory,
 
 
 @pytest.fixture(scope="session")
-def cluster(target: Target, kubectl_binary: Path, helm_binary: Path,  # noqa: F811
+def cluster(target: Target, kubectl_binary: Path, helm_binary: Path,
             tmp_path_factory: pytest.TempPathFactory) -> Cluster:
     cluster = Cluster(target.kubeconfig, kubectl_binary, helm_binary,
                       tmp_path_factory.mktemp("helm"))

@@ -37,7 +37,7 @@ from tests.integration.test_operator import (
     wait_condition,
 )
 from tests.k8s.emulator import LEASES, SCHEMA_MIGRATIONS, Emulator
-from tests.k8s.fixtures import kubelet, kubelet_options, register_repo_crds  # noqa: F401
+from tests.k8s.fixtures import register_repo_crds
 from tests.k8s.kubelet import FakeKubelet
 from umt_operator.kube import KubeAPI, KubeError
 from umt_operator.leader import JITTER_FACTOR, LeaderElection, LeaseRecord, Timing

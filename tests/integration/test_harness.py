@@ -35,16 +35,6 @@ from tests.k8s.emulator import (
     SECRETS,
     Emulator,
 )
-from tests.k8s.fixtures import (  # noqa: F401 - pytest fixtures
-    emulator,
-    helm_binary,
-    k8s_api,
-    kopf_operator,
-    kubectl,
-    kubectl_binary,
-    kubelet,
-    kubelet_options,
-)
 from tests.k8s.kubelet import FakeKubelet
 
 pytestmark = pytest.mark.integration
@@ -214,6 +204,8 @@ def test_unpullable_image_never_runs(emulator: Emulator, kubelet: FakeKubelet) -
 
 
 def test_active_deadline_kills_the_process(emulator: Emulator, kubelet: FakeKubelet) -> None:
+    """The Job controller deletes the active pod (job_controller.go `deleteActivePods`),
+    counts it failed; the kubelet kills the deleted pod's process."""
     emulator.create(JOBS, NS, python_job("slow", "import time; time.sleep(60)",
                                          spec={"activeDeadlineSeconds": 1}))
 
@@ -222,10 +214,29 @@ def test_active_deadline_kills_the_process(emulator: Emulator, kubelet: FakeKube
     failed = condition(job, "Failed")
     assert failed is not None and failed["reason"] == "DeadlineExceeded"
     assert failed["message"] == "Job was active longer than specified deadline"
+    assert job["status"]["failed"] == 1 and "active" not in job["status"]
+    assert job_pods(emulator, "slow") == []
     (run,) = kubelet.runs_for("slow")
+    emulator.wait_for(lambda: run.exit_code is not None, message="the process killed")
     assert run.exit_code == 143
-    (pod,) = job_pods(emulator, "slow")
-    assert pod["status"]["phase"] == "Failed"
+
+
+def test_the_job_controller_follows_pods_through_the_api(
+        emulator: Emulator, job_controller: Any) -> None:
+    """The Job controller is its own fixture: without a kubelet, a pod whose status a test
+    writes drives the Job as the kubelet's would (ready, then succeeded)."""
+    emulator.create(JOBS, NS, python_job("manual", "pass"))
+    (pod,) = emulator.wait_for(lambda: job_pods(emulator, "manual"))
+    name = pod["metadata"]["name"]
+
+    emulator.patch_status(PODS, NS, name, {"phase": "Running", "conditions": [
+        {"type": "Ready", "status": "True"}]})
+    emulator.wait_for_object(JOBS, NS, "manual", lambda job: job["status"].get("ready") == 1)
+    emulator.patch_status(PODS, NS, name, {"phase": "Succeeded", "conditions": [
+        {"type": "Ready", "status": "False"}], "containerStatuses": [{
+            "name": "migrate", "state": {"terminated": {"exitCode": 0, "message": "ok"}}}]})
+    job = wait_job(emulator, "manual", "Complete")
+    assert job["status"]["succeeded"] == 1
 
 
 def test_fallback_to_logs_on_error_uses_the_output_tail(
@@ -535,6 +546,9 @@ def test_kubectl_get_patch_and_wait(emulator: Emulator, kubectl: Any) -> None:
         waiter.kill()
     assert waiter.returncode == 0, err
     assert "condition met" in out
+    # kubectl 1.35 waits through a watch-list (sendInitialEvents), answered as the apiserver does
+    assert any(params.get("sendInitialEvents") == "true"
+               for params in emulator.watch_requests(SCHEMA_MIGRATIONS))
 
     header, row = kubectl("get", "smig", "s1", "-o", "wide").stdout.splitlines()
     assert header.split() == ["NAME", "READY", "REASON", "TARGET", "CURRENT", "AGE", "JOB",
@@ -871,7 +885,7 @@ def test_a_pod_is_validated_as_the_apiserver_does(emulator: Emulator) -> None:
     assert emulator.get(PODS, NS, "p") is None
 
 
-@pytest.mark.parametrize("kubelet_options", [FAST_RETRY])
+@pytest.mark.parametrize("job_controller_options", [FAST_RETRY])
 def test_the_job_controller_reports_a_refused_pod_as_failed_create_events(
         emulator: Emulator, kubelet: FakeKubelet) -> None:
     """Seen on a real 1.36 cluster: the Job is accepted, its pods are refused; the only trace
@@ -896,7 +910,7 @@ def test_the_job_controller_reports_a_refused_pod_as_failed_create_events(
     assert job_pods(emulator, "spaced") == [] and kubelet.processes_started == 0
 
 
-@pytest.mark.parametrize("kubelet_options", [FAST_RETRY])
+@pytest.mark.parametrize("job_controller_options", [FAST_RETRY])
 def test_pod_security_restricted_refuses_pods_of_clients_and_of_the_job_controller(
         emulator: Emulator, kubelet: FakeKubelet, kubectl: Any) -> None:
     """k8s.io/pod-security-admission: the namespace's `enforce` level, checked on every new
@@ -927,7 +941,7 @@ def test_pod_security_restricted_refuses_pods_of_clients_and_of_the_job_controll
     emulator.wait_for_object(JOBS, "locked", "safe", lambda job: condition(job, "Complete"))
 
 
-@pytest.mark.parametrize("kubelet_options", [FAST_RETRY])
+@pytest.mark.parametrize("job_controller_options", [FAST_RETRY])
 def test_an_exceeded_quota_refuses_pods_until_it_is_raised(
         emulator: Emulator, kubelet: FakeKubelet) -> None:
     """plugin/pkg/admission/resourcequota: the quota's message; the Job controller retries
@@ -1147,3 +1161,79 @@ def test_unchanged_invalid_values_ratchet(emulator: Emulator) -> None:
     assert accepted["spec"]["image"] == "registry/umt:1.0"
     with pytest.raises(ApiError, match=r'spec.image: Invalid value: "string": only 2.0'):
         emulator.patch(SCHEMA_MIGRATIONS, NS, "s1", {"spec": {"image": "registry/umt:1.1"}})
+
+
+# --- Watch-list (sendInitialEvents) and the pinned kubectl -------------------------------------
+
+WATCH_LIST = {"watch": "true", "sendInitialEvents": "true",
+              "resourceVersionMatch": "NotOlderThan", "allowWatchBookmarks": "true"}
+
+
+def test_watch_list_sends_the_state_then_a_bookmark(emulator: Emulator) -> None:
+    """API concepts, "Streaming lists": ADDED for every object, a BOOKMARK annotated
+    `k8s.io/initial-events-end: "true"` at the state's resourceVersion, then the changes."""
+    emulator.create(SCHEMA_MIGRATIONS, NS, smig("s1"))
+    emulator.create(SCHEMA_MIGRATIONS, NS, smig("s2"))
+    query = urllib.parse.urlencode({**WATCH_LIST, "resourceVersion": "", "timeoutSeconds": "5"})
+    url = f"{emulator.url}/apis/migrations.umt.dev/v1alpha1/namespaces/{NS}/schemamigrations"
+    with urllib.request.urlopen(f"{url}?{query}", timeout=10) as stream:
+        events = [json.loads(stream.readline()) for _ in range(3)]
+        emulator.create(SCHEMA_MIGRATIONS, NS, smig("s3"))
+        events.append(json.loads(stream.readline()))
+
+    assert [(e["type"], e["object"]["metadata"].get("name")) for e in events] == [
+        ("ADDED", "s1"), ("ADDED", "s2"), ("BOOKMARK", None), ("ADDED", "s3")]
+    bookmark = events[2]["object"]
+    assert bookmark["kind"] == "SchemaMigration"
+    assert bookmark["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
+    assert bookmark["metadata"]["resourceVersion"] == \
+        events[1]["object"]["metadata"]["resourceVersion"]
+
+
+@pytest.mark.parametrize(("query", "message"), [
+    ({**WATCH_LIST, "resourceVersionMatch": ""}, "resourceVersionMatch: Forbidden: "
+     "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan"),
+    ({**WATCH_LIST, "resourceVersionMatch": "Exact"}, 'resourceVersionMatch: Unsupported '
+     'value: "Exact": supported values: "NotOlderThan"'),
+    ({**WATCH_LIST, "allowWatchBookmarks": "false"}, "allowWatchBookmarks: Forbidden: "
+     "sendInitialEvents requires setting allowWatchBookmarks to true"),
+    ({"watch": "true", "resourceVersionMatch": "NotOlderThan"}, "resourceVersionMatch: "
+     "Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is "
+     "provided"),
+    ({"sendInitialEvents": "true"}, "sendInitialEvents: Forbidden: sendInitialEvents is "
+     "forbidden for list"),
+])
+def test_watch_list_options_are_validated(emulator: Emulator, query: dict[str, str],
+                                          message: str) -> None:
+    """meta/internalversion/validation `ValidateListOptions`: 422 on ListOptions."""
+    code, status = raw_request(emulator, "GET", SCHEMA_MIGRATIONS,
+                               query={k: v for k, v in query.items() if v})
+    assert (code, status["reason"]) == (422, "Invalid")
+    assert status["message"] == f'ListOptions.meta.k8s.io "" is invalid: {message}'
+
+
+def test_the_suite_runs_the_pinned_kubectl(kubectl_binary: Any) -> None:
+    """`scripts/fetch-k8s-tools.sh`'s kubectl 1.35, never whatever is on PATH."""
+    import subprocess
+
+    version = json.loads(subprocess.run([str(kubectl_binary), "version", "--client",
+                                         "-o", "json"], capture_output=True, text=True,
+                                        check=True).stdout)
+    assert version["clientVersion"]["minor"] == "35"
+    assert kubectl_binary.parent.name == "bin" and kubectl_binary.parent.parent.name == ".tools"
+
+
+def test_the_stand_ins_meet_only_through_the_api() -> None:
+    """The Job controller and the kubelet import nothing of each other (no import cycle):
+    like their real counterparts, each learns of the other's work from the API."""
+    import ast
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "k8s"
+
+    def imports(name: str) -> set[str]:
+        tree = ast.parse((folder / f"{name}.py").read_text())
+        return {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+
+    assert "tests.k8s.job_controller" not in imports("kubelet")
+    assert "tests.k8s.kubelet" not in imports("job_controller")

@@ -20,7 +20,6 @@ import sqlalchemy as sa
 from tests.alembic_projects import linear_chain, make_project
 from tests.conftest import REPO_ROOT
 from tests.k8s.emulator import CRDS, EVENTS, JOBS, PODS, SCHEMA_MIGRATIONS, SECRETS, Emulator
-from tests.k8s.fixtures import *  # noqa: F403  (emulator, kubelet, kubectl, kopf_operator)
 from tests.k8s.kubelet import FakeKubelet
 
 pytestmark = pytest.mark.integration

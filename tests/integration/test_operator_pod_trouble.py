@@ -32,7 +32,6 @@ from tests.integration.test_operator import (  # noqa: F401  (fixtures)
     wait_message,
 )
 from tests.k8s.emulator import JOBS, SCHEMA_MIGRATIONS, SECRETS, Emulator
-from tests.k8s.fixtures import *  # noqa: F403  (emulator, kubelet, kopf_operator)
 from tests.k8s.kubelet import FakeKubelet
 
 pytestmark = pytest.mark.integration

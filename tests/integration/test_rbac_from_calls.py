@@ -29,7 +29,6 @@ import yaml
 from tests.conftest import REPO_ROOT
 from tests.k8s.audit import CALLS, LOG_VARIABLE, Call, request_call
 from tests.k8s.emulator import CONFIGMAPS, Emulator
-from tests.k8s.fixtures import emulator, helm_binary, kubectl, kubectl_binary  # noqa: F401
 
 CHART = REPO_ROOT / "charts" / "umt-migrations-operator"
 SCENARIO_FILES = ("tests/integration/test_operator.py",
@@ -186,7 +185,7 @@ RBAC_VARIANTS = {"cluster-wide": [], "namespaced": ["--set", f"watchNamespaces={
 
 
 @pytest.fixture(params=sorted(RBAC_VARIANTS))
-def grants(request: pytest.FixtureRequest, helm_binary: Path) -> Grants:  # noqa: F811
+def grants(request: pytest.FixtureRequest, helm_binary: Path) -> Grants:
     objects = render(helm_binary, *RBAC_VARIANTS[request.param])
     kinds = {o["kind"] for o in objects}
     assert ("ClusterRole" in kinds) == (request.param == "cluster-wide")
@@ -237,7 +236,7 @@ def test_discovery_stays_within_what_every_account_may_read(operator_calls: set[
 
 
 @pytest.mark.integration
-def test_each_client_is_told_apart(emulator: Emulator, kubectl: Any) -> None:  # noqa: F811
+def test_each_client_is_told_apart(emulator: Emulator, kubectl: Any) -> None:
     """The User-Agents the recording relies on, as each client really sends them: kubectl and
     the `kubernetes` client are never taken for the operator; direct store writes (the tests'
     blocking API, the fake kubelet) are not requests at all."""

@@ -28,7 +28,6 @@ from tests.integration.test_operator import (
     jobs_of,
 )
 from tests.k8s.emulator import SCHEMA_MIGRATIONS, Emulator
-from tests.k8s.fixtures import *  # noqa: F403  (emulator, kubelet, kopf_operator)
 from tests.k8s.kubelet import FakeKubelet
 
 pytestmark = pytest.mark.integration

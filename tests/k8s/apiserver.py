@@ -29,6 +29,7 @@ from tests.k8s.audit import record_request
 from tests.k8s.field_selectors import compile_field_selector
 from tests.k8s.store import ObjectStore, ResourceType, WatchEvent
 from tests.k8s.tables import render_table, wants_table
+from tests.k8s.validation import FieldError, forbidden, invalid_error, unsupported
 
 Payload = Any
 
@@ -128,6 +129,9 @@ class ApiServer(kmock.KubernetesEmulator):
 
     async def _serve_list(self, request: kmock.Request) -> Payload:
         rtype = self.store.type_of(request.resource)
+        if "sendInitialEvents" in request.params:  # ValidateListOptions, as for watches
+            raise invalid_error("ListOptions", "meta.k8s.io", "", [forbidden(
+                "sendInitialEvents", "sendInitialEvents is forbidden for list")])
         token = request.params.get("continue")
         if token:
             items, rv = self._continued(token)
@@ -218,6 +222,7 @@ class ApiServer(kmock.KubernetesEmulator):
         # registered for application/octet-stream", kmock's default for streams).
         rtype = self.store.type_of(request.resource)
         matches = _selection(rtype, request)  # a bad selector is refused before streaming
+        _check_watch_options(request.params)
         return kmock.Response(headers={"Content-Type": "application/json"},
                               payload=self._watch_stream(rtype, request, matches))
 
@@ -225,6 +230,12 @@ class ApiServer(kmock.KubernetesEmulator):
                             matches: Callable[[dict[str, Any]], bool]) -> AsyncIterator[Payload]:
         since = request.params.get("resourceVersion") or "0"
         timeout = float(request.params.get("timeoutSeconds") or 0) or None
+        # Watch-list (API concepts, "Streaming lists"): the state as ADDED events, whatever
+        # resourceVersion the client gave (NotOlderThan it: this server is always current),
+        # then a BOOKMARK marking their end.
+        watch_list = request.params.get("sendInitialEvents") == "true"
+        if watch_list:
+            since = "0"
         columns = self._table_columns(rtype, request)
         self.watch_requests.append(WatchRequest(rtype, dict(request.params),
                                                 _header(request, "User-Agent") or ""))
@@ -237,10 +248,16 @@ class ApiServer(kmock.KubernetesEmulator):
             yield {"type": "ERROR", "object": exc.as_status()}
             return
         deadline = None if timeout is None else time.monotonic() + timeout
+        snapshot = self.store.resource_version
         try:
             for event in initial:
                 if (shown := _as_seen(event, matches, columns)) is not None:
                     yield shown
+            if watch_list:
+                yield {"type": "BOOKMARK", "object": {
+                    "kind": rtype.kind, "apiVersion": rtype.api_version,
+                    "metadata": {"resourceVersion": str(snapshot),
+                                 "annotations": {"k8s.io/initial-events-end": "true"}}}}
             while True:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
@@ -312,6 +329,29 @@ class ApiServer(kmock.KubernetesEmulator):
                                       subresource=request.subresource)
         finally:
             server_side_apply.applying.reset(token)
+
+
+def _check_watch_options(params: Any) -> None:
+    """The watch-list rules of `ValidateListOptions`
+    (k8s.io/apimachinery/pkg/apis/meta/internalversion/validation/validation.go):
+    `sendInitialEvents` needs `resourceVersionMatch=NotOlderThan` and `allowWatchBookmarks`;
+    `resourceVersionMatch` on a watch needs `sendInitialEvents`. 422 on `ListOptions`."""
+    errors: list[FieldError] = []
+    send, match = params.get("sendInitialEvents"), params.get("resourceVersionMatch")
+    if send is not None:
+        if not match:
+            errors.append(forbidden("resourceVersionMatch", "sendInitialEvents requires "
+                                    "setting resourceVersionMatch to NotOlderThan"))
+        elif match != "NotOlderThan":
+            errors.append(unsupported("resourceVersionMatch", match, ["NotOlderThan"]))
+        if params.get("allowWatchBookmarks") != "true":
+            errors.append(forbidden("allowWatchBookmarks", "sendInitialEvents requires "
+                                    "setting allowWatchBookmarks to true"))
+    elif match:
+        errors.append(forbidden("resourceVersionMatch", "resourceVersionMatch is forbidden "
+                                "for watch unless sendInitialEvents is provided"))
+    if errors:
+        raise invalid_error("ListOptions", "meta.k8s.io", "", errors)
 
 
 @attrs.frozen

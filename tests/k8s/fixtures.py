@@ -1,13 +1,12 @@
 """pytest fixtures for tests that need the emulated cluster.
 
-Use them from a conftest (`from tests.k8s.fixtures import *`) or a root conftest
-(`pytest_plugins = ["tests.k8s.fixtures"]`). Every test gets a fresh emulator with the CRDs of
-`crds/` registered, so discovery, printer columns and schema defaults match the real CRD.
+The root conftest loads them as a plugin (`pytest_plugins = ["tests.k8s.fixtures"]`): any test
+asks for them by name. Every test gets a fresh emulator with the CRDs of `crds/` registered,
+so discovery, printer columns, schema defaults and validation match the real CRD.
 """
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,12 +16,15 @@ import pytest
 import yaml
 
 from tests.k8s.emulator import Emulator
+from tests.k8s.job_controller import JobController
 from tests.k8s.kopf_runner import run_kopf
 from tests.k8s.kubelet import FakeKubelet
 
 __all__ = [
     "emulator",
     "helm_binary",
+    "job_controller",
+    "job_controller_options",
     "k8s_api",
     "kopf_operator",
     "kubectl",
@@ -56,16 +58,33 @@ IMAGE_PATHS = {"/app": REPO_ROOT}
 
 
 @pytest.fixture
-def kubelet_options() -> dict[str, Any]:
-    """Override (or parametrize) to configure the fake kubelet: `command_map`, `path_map`,
-    `cwd`, `extra_env`, `unpullable`, `retry_delay`..."""
+def job_controller_options() -> dict[str, Any]:
+    """Override (or parametrize) to configure the fake Job controller: `retry_delay`,
+    `create_backoff`, `max_create_backoff`."""
     return {}
 
 
 @pytest.fixture
-def kubelet(emulator: Emulator, kubelet_options: dict[str, Any]) -> Iterator[FakeKubelet]:
-    """The fake Job controller and kubelet, running Jobs as local processes (image paths
-    under /app mapped to the repo)."""
+def job_controller(emulator: Emulator,
+                   job_controller_options: dict[str, Any]) -> Iterator[JobController]:
+    """The fake Job controller: a pod per Job, the Job's status from its pod's."""
+    controller = JobController(emulator, **job_controller_options).start()
+    yield controller
+    controller.stop()
+
+
+@pytest.fixture
+def kubelet_options() -> dict[str, Any]:
+    """Override (or parametrize) to configure the fake kubelet: `command_map`, `path_map`,
+    `cwd`, `extra_env`, `unpullable`, `node_images`..."""
+    return {}
+
+
+@pytest.fixture
+def kubelet(emulator: Emulator, kubelet_options: dict[str, Any],
+            job_controller: JobController) -> Iterator[FakeKubelet]:
+    """The fake scheduler and kubelet, running pods as local processes (image paths under
+    /app mapped to the repo); with the Job controller, so Jobs run."""
     fake = FakeKubelet(emulator, **{"path_map": IMAGE_PATHS, **kubelet_options}).start()
     yield fake
     fake.stop()
@@ -80,22 +99,21 @@ def k8s_api(emulator: Emulator) -> Iterator[Any]:
 
 
 def _tool(name: str) -> Path:
-    found = shutil.which(name)
-    if found:
-        return Path(found)
+    """The pinned tool `scripts/fetch-k8s-tools.sh` puts in .tools/bin (fetched on first use),
+    never whatever is on PATH: the suite's results must not depend on the machine."""
     fetched = subprocess.run([str(FETCH_TOOLS)], check=True, capture_output=True, text=True)
     return Path(fetched.stdout.strip()) / name
 
 
 @pytest.fixture(scope="session")
 def kubectl_binary() -> Path:
-    """`kubectl` from PATH, else the one `scripts/fetch-k8s-tools.sh` puts in .tools/bin."""
+    """The pinned `kubectl` (1.35, from `scripts/fetch-k8s-tools.sh`)."""
     return _tool("kubectl")
 
 
 @pytest.fixture(scope="session")
 def helm_binary() -> Path:
-    """`helm` (4.x) from PATH, else fetched by `scripts/fetch-k8s-tools.sh`."""
+    """The pinned `helm` (4.x, from `scripts/fetch-k8s-tools.sh`)."""
     return _tool("helm")
 
 

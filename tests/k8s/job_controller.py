@@ -1,9 +1,11 @@
 """A fake Job controller: one pod at a time per Job, status like Kubernetes >= 1.31.
 
 For each new Job it creates a pod (`<job>-<5 chars>`, the Job's labels and pod template, an
-owner reference, no node: the fake scheduler binds it), lets the fake kubelet run it, and writes
-the Job status only when the real controller would (pkg/controller/job/job_controller.go,
-`syncJob`: the status is written when the counts or conditions it computes differ):
+owner reference, no node: the fake scheduler binds it), follows the pod through the API (its
+own watch of pods, as the real controller's informer: whoever runs the pod, the fake kubelet or
+a test writing its status), and writes the Job status only when the real controller would
+(pkg/controller/job/job_controller.go, `syncJob`: the status is written when the counts or
+conditions it computes differ):
 
 - once the pod is created: `startTime`, `active: 1`, `ready: 0`, `terminating: 0`, in ONE write
   (`syncJob` creates the pods in `manageJob`, then updates the status once);
@@ -15,9 +17,11 @@ the Job status only when the real controller would (pkg/controller/job/job_contr
   interim condition first, the final one once the pods have stopped), with the reason a real
   controller gives (`PodFailurePolicy`, `BackoffLimitExceeded`, `DeadlineExceeded`).
 Retries follow `backoffLimit` (a new pod each time, `failed` counting them) and `podFailurePolicy`
-(`FailJob`, `Ignore`, `Count` on exit codes). A deleted Job stops being managed; whether its
-running pod dies depends on the deletion's propagation policy (the emulator's garbage collector
-deletes the pod for Background/Foreground; the kubelet kills a deleted pod's process).
+(`FailJob`, `Ignore`, `Count` on exit codes); a pod deleted before it ended counts as failed.
+`activeDeadlineSeconds` deletes the active pod (`deleteActivePods`; the kubelet kills a deleted
+pod's process). A deleted Job stops being managed; whether its running pod dies depends on the
+deletion's propagation policy (the emulator's garbage collector deletes the pod for
+Background/Foreground).
 
 Not emulated: parallelism/completions above 1, suspend, ttlSecondsAfterFinished, the
 exponential back-off delay between retries (see `retry_delay`), pod conditions in rules.
@@ -30,14 +34,11 @@ import contextlib
 import copy
 import dataclasses
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tests.k8s.apimachinery import ApiError, now_rfc3339
 from tests.k8s.emulator import EVENTS, JOBS, PODS, Emulator
-
-if TYPE_CHECKING:
-    from tests.k8s.kubelet import FakeKubelet
-
+from tests.k8s.worker import LoopWorker
 
 #: pkg/controller/job/job_controller.go: the rate limiter of a Job whose sync failed.
 DEFAULT_API_BACKOFF = 1.0
@@ -46,40 +47,63 @@ MAX_API_BACKOFF = 60.0
 
 @dataclasses.dataclass(frozen=True)
 class PodOutcome:
+    """How a pod ended, read from its status; `exit_code` None: deleted before it ended."""
+
     pod: str
     container: str
-    exit_code: int
+    exit_code: int | None
     message: str
 
 
-class JobController:
-    def __init__(self, emulator: Emulator, kubelet: FakeKubelet, *,
-                 retry_delay: float = 0.0, create_backoff: float = DEFAULT_API_BACKOFF,
+def pod_outcome(pod: dict[str, Any]) -> PodOutcome | None:
+    """The outcome of a pod in a terminal phase (its first container's `terminated` state)."""
+    status = pod.get("status") or {}
+    if status.get("phase") not in ("Succeeded", "Failed"):
+        return None
+    container = (status.get("containerStatuses") or [{}])[0]
+    terminated = (container.get("state") or {}).get("terminated") or {}
+    exit_code = terminated.get("exitCode", 0 if status["phase"] == "Succeeded" else 1)
+    name = container.get("name") or pod["spec"]["containers"][0]["name"]
+    return PodOutcome(pod["metadata"]["name"], name, exit_code, terminated.get("message") or "")
+
+
+def _is_ready(pod: dict[str, Any]) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (pod.get("status") or {}).get("conditions") or [])
+
+
+class JobController(LoopWorker):
+    """The fake Job controller; `start()` it in an emulator (the `job_controller` fixture)."""
+
+    def __init__(self, emulator: Emulator, *, retry_delay: float = 0.0,
+                 create_backoff: float = DEFAULT_API_BACKOFF,
                  max_create_backoff: float = MAX_API_BACKOFF) -> None:
-        self.emulator = emulator
-        self.store = emulator.store
-        self.kubelet = kubelet
+        super().__init__(emulator)
         self.retry_delay = retry_delay
         #: The back-off of a Job whose pod creation was refused: 1 s, doubling up to 60 s.
         self.create_backoff = create_backoff
         self.max_create_backoff = max_create_backoff
         self._jobs: dict[str, asyncio.Task[None]] = {}
         self._seen: set[str] = set()  # a Job is taken up once, whatever events follow
-        self._pod_tasks: dict[str, asyncio.Future[asyncio.Task[PodOutcome]]] = {}
+        #: Pods created and not ended yet, by uid: their names, how they end, whether `ready`
+        #: counted them.
+        self._names: dict[str, str] = {}
+        self._outcomes: dict[str, asyncio.Future[PodOutcome]] = {}
+        self._ready: set[str] = set()
 
-    async def run(self) -> None:
-        initial, subscription = self.store.subscribe(self.emulator.rtype(JOBS), None)
-        try:
-            for event in initial:
-                self._on_job_event(event.type, event.obj)
-            while (event := await subscription.queue.get()) is not None:
-                self._on_job_event(event.type, event.obj)
-        finally:
-            self.store.unsubscribe(subscription)
-            tasks = list(self._jobs.values())
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+    # --- Loop side ---------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self.store.watch(self.emulator.rtype(JOBS), self._on_job_event),
+                             name="fake job controller: jobs"),
+            loop.create_task(self.store.watch(self.emulator.rtype(PODS), self._on_pod_event),
+                             name="fake job controller: pods"),
+        ]
+
+    def _children(self) -> list[asyncio.Task[None]]:
+        return list(self._jobs.values())
 
     def _on_job_event(self, event_type: str, job: dict[str, Any]) -> None:
         uid = job["metadata"]["uid"]
@@ -92,18 +116,23 @@ class JobController:
             self._jobs[uid] = asyncio.get_running_loop().create_task(
                 self._manage(job), name=f"job {job['metadata']['name']}")
 
-    # --- Hooks for the kubelet ---------------------------------------------------------------
-
-    def pod_started(self, pod_uid: str, task: asyncio.Task[PodOutcome]) -> None:
-        future = self._pod_tasks.setdefault(pod_uid, asyncio.get_running_loop().create_future())
-        if not future.done():
-            future.set_result(task)
-
-    def pod_running(self, pod: dict[str, Any]) -> None:
-        """The pod's `Ready` condition turned True: `status.ready` counts it."""
-        job = _owner_job(pod)
-        if job is not None:
-            self._patch_status(pod["metadata"]["namespace"], job, {"ready": 1})
+    def _on_pod_event(self, event_type: str, pod: dict[str, Any]) -> None:
+        """The pods of managed Jobs: `ready` counted once its `Ready` condition is True
+        (`countReadyPods`), the outcome once it ended or was deleted."""
+        uid = pod["metadata"]["uid"]
+        future = self._outcomes.get(uid)
+        if future is None or future.done():
+            return
+        if event_type == "DELETED":
+            container = pod["spec"]["containers"][0]["name"]
+            future.set_result(PodOutcome(pod["metadata"]["name"], container, None, ""))
+        elif (outcome := pod_outcome(pod)) is not None:
+            future.set_result(outcome)
+        elif _is_ready(pod) and uid not in self._ready:
+            self._ready.add(uid)
+            job = _owner_job(pod)
+            if job is not None:
+                self._patch_status(pod["metadata"]["namespace"], job, {"ready": 1})
 
     # --- One Job ----------------------------------------------------------------------------
 
@@ -120,9 +149,9 @@ class JobController:
                     pod_uid = await self._create_pod_retrying(job, first)
                     self._patch_status(ns, name, {**first, "active": 1})
                     first = {}
-                    task = await asyncio.shield(self._pod_tasks[pod_uid])
-                    outcome = await asyncio.shield(task)  # a deadline must not kill it here
-                    del self._pod_tasks[pod_uid]
+                    # shielded: a deadline stops the wait, the pod is dealt with below
+                    outcome = await asyncio.shield(self._outcomes[pod_uid])
+                    self._forget(pod_uid)
                     pod_uid = None
                     if outcome.exit_code == 0:
                         self._finish(ns, name, succeeded=True, reason="CompletionsReached",
@@ -147,14 +176,26 @@ class JobController:
                     if self.retry_delay:
                         await asyncio.sleep(self.retry_delay)  # the controller's back-off
         except TimeoutError:
-            if pod_uid is not None:
-                await self.kubelet.terminate(pod_uid, reason="DeadlineExceeded")
+            if pod_uid is not None:  # deleteActivePods: the active pod is deleted, and failed
+                pod = self._forget(pod_uid)
+                pod_uid = None
+                with contextlib.suppress(ApiError):
+                    self.store.delete(self.emulator.rtype(PODS), ns, pod,
+                                      propagation="Background")
                 failed += 1
             self._patch_status(ns, name, {"active": None, "ready": 0, "failed": failed})
             self._finish(ns, name, succeeded=False, reason="DeadlineExceeded",
                          message="Job was active longer than specified deadline")
         finally:
             self._jobs.pop(job["metadata"]["uid"], None)
+            if pod_uid is not None:
+                self._forget(pod_uid)
+
+    def _forget(self, pod_uid: str) -> str:
+        """Stop following a pod; its name."""
+        self._ready.discard(pod_uid)
+        self._outcomes.pop(pod_uid, None)
+        return self._names.pop(pod_uid, "")
 
     async def _create_pod_retrying(self, job: dict[str, Any], first: dict[str, Any]) -> str:
         """Create the Job's pod; while the API server refuses it (pod validation, PodSecurity,
@@ -226,7 +267,8 @@ class JobController:
         self._record_event(job, "Normal", "SuccessfulCreate",
                            f"Created pod: {created['metadata']['name']}")
         uid = created["metadata"]["uid"]
-        self._pod_tasks.setdefault(uid, asyncio.get_running_loop().create_future())
+        self._names[uid] = created["metadata"]["name"]
+        self._outcomes[uid] = asyncio.get_running_loop().create_future()
         return uid
 
     def _finish(self, ns: str, name: str, *, succeeded: bool, reason: str, message: str) -> None:
@@ -265,7 +307,9 @@ def _owner_job(pod: dict[str, Any]) -> str | None:
 
 def _failure_policy_action(spec: dict[str, Any], outcome: PodOutcome) -> tuple[str, int]:
     """The action of the first `podFailurePolicy` rule matching the exit code ("Count" when
-    none matches), and that rule's index."""
+    none matches, or the pod was deleted before it ended), and that rule's index."""
+    if outcome.exit_code is None:
+        return "Count", -1
     rules = (spec.get("podFailurePolicy") or {}).get("rules") or []
     for index, rule in enumerate(rules):
         on_codes = rule.get("onExitCodes")

@@ -1,4 +1,4 @@
-"""A fake kubelet (and, through `JobController`, a fake Job controller) for the emulator.
+"""A fake scheduler and kubelet for the emulator (the Job controller is `job_controller.py`).
 
 Pods in the emulator run as LOCAL processes: the container's `command + args` (the first
 word mapped through `command_map`, or found in the venv's `bin/`), with the container's env
@@ -31,7 +31,6 @@ from typing import Any
 
 from tests.k8s.apimachinery import ApiError, now_rfc3339
 from tests.k8s.emulator import CONFIGMAPS, PODS, SECRETS, Emulator
-from tests.k8s.job_controller import JobController, PodOutcome
 from tests.k8s.pod_runtime import (
     ContainerConfigError,
     PodStatus,
@@ -39,6 +38,7 @@ from tests.k8s.pod_runtime import (
     resolve_env,
     termination_message,
 )
+from tests.k8s.worker import LoopWorker
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NODE_NAME = "emulated-node"
@@ -68,7 +68,7 @@ def _normalised(mapping: Mapping[str, str | Path] | None) -> dict[str, str]:
     return {prefix.rstrip("/"): str(local).rstrip("/") for prefix, local in (mapping or {}).items()}
 
 
-class FakeKubelet:
+class FakeKubelet(LoopWorker):
     def __init__(self, emulator: Emulator, *,
                  command_map: Mapping[str, Sequence[str]] | None = None,
                  cwd: str | Path = REPO_ROOT,
@@ -78,12 +78,9 @@ class FakeKubelet:
                  path_map: Mapping[str, str | Path] | None = None,
                  image_path_map: Mapping[str, Mapping[str, str | Path]] | None = None,
                  image_pull_backoff: float = 0.5,
-                 retry_delay: float = 0.0,
-                 create_backoff: float = 1.0,
                  kill_grace: float = 2.0,
                  sync_delay: float = 0.3) -> None:
-        self.emulator = emulator
-        self.store = emulator.store
+        super().__init__(emulator)
         self.command_map = {key: list(value) for key, value in (command_map or {}).items()}
         self.cwd = Path(cwd)
         self.unpullable = tuple(unpullable)
@@ -104,14 +101,10 @@ class FakeKubelet:
         #: once, right after the Job's first status, must not see a verdict there.
         self.sync_delay = sync_delay
         self.kill_grace = kill_grace
-        self.jobs = JobController(emulator, self, retry_delay=retry_delay,
-                                  create_backoff=create_backoff)
         #: Every process started, in order; `processes_started` counts them.
         self.runs: list[ContainerRun] = []
-        self._pods: dict[str, asyncio.Task[PodOutcome]] = {}
+        self._pods: dict[str, asyncio.Task[None]] = {}
         self._seen_pods: set[str] = set()  # a pod runs once, whatever events follow
-        self._kill_reasons: dict[str, str] = {}
-        self._tasks: list[asyncio.Task[None]] = []
         self._holds: list[str] = []
         self._gate = asyncio.Event()
         self._config_changed = asyncio.Event()
@@ -123,14 +116,8 @@ class FakeKubelet:
     def processes_started(self) -> int:
         return len(self.runs)
 
-    def start(self) -> FakeKubelet:
-        self.emulator.call(self._start)
-        self.emulator.add_stop_callback(self._shutdown)
-        return self
-
     def stop(self) -> None:
-        if self._tasks:
-            self.emulator.submit(self._shutdown()).result(timeout=15)
+        super().stop()
         self._tmp.cleanup()
 
     def hold(self, pattern: str = "*") -> None:
@@ -165,17 +152,13 @@ class FakeKubelet:
     def _start(self) -> None:
         loop = asyncio.get_running_loop()
         self._tasks = [
-            loop.create_task(self._watch_pods(), name="fake-kubelet pods"),
+            loop.create_task(self.store.watch(self.emulator.rtype(PODS), self._on_pod_event),
+                             name="fake-kubelet pods"),
             loop.create_task(self._watch_config(), name="fake-kubelet config"),
-            loop.create_task(self.jobs.run(), name="fake job controller"),
         ]
 
-    async def _shutdown(self) -> None:
-        tasks = [*self._tasks, *self._pods.values()]
-        self._tasks = []
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    def _children(self) -> list[asyncio.Task[None]]:
+        return list(self._pods.values())
 
     def _open_gate(self) -> None:
         self._gate.set()
@@ -184,27 +167,15 @@ class FakeKubelet:
     def _is_held(self, name: str) -> bool:
         return any(fnmatch.fnmatchcase(name, pattern) for pattern in self._holds)
 
-    async def _watch_pods(self) -> None:
-        initial, subscription = self.store.subscribe(self.emulator.rtype(PODS), None)
-        try:
-            for event in initial:
-                self._on_pod_event(event.type, event.obj)
-            while (event := await subscription.queue.get()) is not None:
-                self._on_pod_event(event.type, event.obj)
-        finally:
-            self.store.unsubscribe(subscription)
-
     def _on_pod_event(self, event_type: str, pod: dict[str, Any]) -> None:
         uid = pod["metadata"]["uid"]
         if event_type == "DELETED" and uid in self._pods:
-            self._kill_reasons.setdefault(uid, "deleted")
             self._pods[uid].cancel()
         elif event_type == "ADDED" and uid not in self._seen_pods:
             self._seen_pods.add(uid)
             if (pod.get("status") or {}).get("phase") in (None, "Pending"):
                 task = asyncio.get_running_loop().create_task(self._run_pod(pod))
                 self._pods[uid] = task
-                self.jobs.pod_started(uid, task)
 
     async def _watch_config(self) -> None:
         """Wake pods stuck on a missing Secret/ConfigMap whenever one changes."""
@@ -228,16 +199,7 @@ class FakeKubelet:
             for future in getters:
                 future.cancel()
 
-    async def terminate(self, pod_uid: str, reason: str) -> None:
-        """Kill a pod's process (the Job controller's deadline) and wait until it stopped."""
-        task = self._pods.get(pod_uid)
-        if task is not None and not task.done():
-            self._kill_reasons[pod_uid] = reason
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _run_pod(self, pod: dict[str, Any]) -> PodOutcome:
+    async def _run_pod(self, pod: dict[str, Any]) -> None:
         meta = pod["metadata"]
         ns, name, uid = meta.get("namespace", "default"), meta["name"], meta["uid"]
         job = next((ref["name"] for ref in meta.get("ownerReferences", [])
@@ -261,23 +223,15 @@ class FakeKubelet:
                 await self._fail_image_pull(ns, name, status)
             env = await self._resolve_env_when_ready(pod, container, status)
             self._write_status(ns, name, status.running())
-            self.jobs.pod_running(pod)
             while self._is_held(job or name):
                 await self._gate.wait()
             run = ContainerRun(ns, name, job, self._argv(container, env), env)
             exit_code = await self._execute(run, container, status)
-        except asyncio.CancelledError:
-            # Killed (the Job's deadline): report it. Deleted, or the kubelet stopping: quiet.
-            reason = self._kill_reasons.pop(uid, "stopped")
-            if reason not in ("deleted", "stopped") and status.started_at is not None:
-                self._write_status(ns, name, status.terminated(143, "Error", ""))
-            raise
-        finally:
+        finally:  # cancelled: the pod was deleted (its process killed) or the kubelet stops
             self._pods.pop(uid, None)
         message = run.termination_message
         reason = "StartError" if run.start_error else None
         self._write_status(ns, name, status.terminated(exit_code, reason, message))
-        return PodOutcome(name, container["name"], exit_code, message)
 
     async def _schedule(self, ns: str, name: str, pod: dict[str, Any]) -> None:
         """The scheduler's part: bind the pod to the one node, or mark it unschedulable.

@@ -269,6 +269,18 @@ class ObjectStore:
             self.notify()
             return initial, subscription
 
+    async def watch(self, rtype: ResourceType, on_event: Callable[[str, Body], None]) -> None:
+        """An informer's list and watch, for the stand-ins' own controllers: `on_event(type,
+        obj)` for every live object (ADDED), then for every change, until the server stops."""
+        initial, subscription = self.subscribe(rtype, None)
+        try:
+            for event in initial:
+                on_event(event.type, event.obj)
+            while (event := await subscription.queue.get()) is not None:
+                on_event(event.type, event.obj)
+        finally:
+            self.unsubscribe(subscription)
+
     def unsubscribe(self, subscription: Subscription) -> None:
         with self.lock:
             self._subscriptions[subscription.rtype.resource].discard(subscription)

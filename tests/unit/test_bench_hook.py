@@ -13,7 +13,6 @@ import pytest
 
 from tests import charts
 from tests.charts import Objects, one
-from tests.k8s.fixtures import helm_binary  # noqa: F401  (fixture)
 from tests.unit.test_schema_migration_chart import hook_manifest
 
 pytestmark = pytest.mark.unit
@@ -54,7 +53,7 @@ def hook_job(objects: Objects) -> dict[str, Any]:
     return one(objects, "Job")
 
 
-def test_it_renders_both_charts_alike_but_for_the_hook(helm_binary: Path,  # noqa: F811
+def test_it_renders_both_charts_alike_but_for_the_hook(helm_binary: Path,
                                                       tmp_path: Path) -> None:
     result = bench("--render", str(tmp_path))
     assert result.returncode == 0, result.stderr

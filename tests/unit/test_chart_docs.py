@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.k8s.fixtures import helm_binary  # noqa: F401  (fixture)
-
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -111,7 +109,7 @@ nested:
                              "b, nested.d\n")
 
 
-def test_make_charts_builds_the_file_dependency(helm_binary: Path,  # noqa: F811
+def test_make_charts_builds_the_file_dependency(helm_binary: Path,
                                                 tmp_path: Path) -> None:
     for name in CHARTS:
         shutil.copytree(ROOT / "charts" / name, tmp_path / name,

@@ -30,7 +30,6 @@ from tests.integration.test_waiter import (  # noqa: F401  (fixtures)
     operator,
     waiter_env,
 )
-from tests.k8s.fixtures import *  # noqa: F403  (emulator, kubelet, kubectl, helm_binary...)
 from tests.unit.test_crd import validate as validate_against_crd
 from tests.unit.test_schema_migration_chart import (
     CRD,
@@ -142,7 +141,7 @@ def test_helm_values_render_the_intended_mode(helm_binary: Path, chart: Path,  #
 
 @pytest.mark.integration
 def test_helm_hook_values_migrate_through_the_real_waiter(
-        helm_binary: Path, chart: Path, emulator: Any, operator: Any,  # noqa: F811
+        helm_binary: Path, chart: Path, emulator: Any, operator: Any,  # noqa: F811  # noqa: F811
         database: str, tmp_path: Path) -> None:  # noqa: F811
     """The hook Job of examples/helm-values-hook.yaml, run as a process: its exact arguments,
     its mounted manifest, against the emulator with the real operator and PostgreSQL."""

@@ -21,7 +21,6 @@ import yaml
 
 from tests import charts
 from tests.charts import Objects, assert_valid, by_kind, one
-from tests.k8s.fixtures import helm_binary  # noqa: F401  (fixture)
 from umt_operator import spec as spec_ranges
 from umt_operator.settings import PREFIX, Settings
 
@@ -94,12 +93,12 @@ def rules_of(role: dict[str, Any]) -> set[tuple[str, str, str]]:
 
 @pytest.fixture(scope="module", params=sorted(SCENARIOS))
 def scenario(request: pytest.FixtureRequest,
-             helm_binary: Path) -> tuple[str, Objects]:  # noqa: F811
+             helm_binary: Path) -> tuple[str, Objects]:
     return request.param, render(helm_binary, *SCENARIOS[request.param])
 
 
 @pytest.fixture(scope="module")
-def rendered(helm_binary: Path) -> dict[str, Objects]:  # noqa: F811
+def rendered(helm_binary: Path) -> dict[str, Objects]:
     return {name: render(helm_binary, *args) for name, args in SCENARIOS.items()}
 
 
@@ -107,7 +106,7 @@ def rendered(helm_binary: Path) -> dict[str, Objects]:  # noqa: F811
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
-def test_helm_lint_strict(helm_binary: Path, name: str) -> None:  # noqa: F811
+def test_helm_lint_strict(helm_binary: Path, name: str) -> None:
     result = helm(helm_binary, "lint", "--strict", *SCENARIOS[name])
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 chart(s) failed" in result.stdout
@@ -230,7 +229,7 @@ def test_every_operator_setting_is_set_by_the_chart(rendered: dict[str, Objects]
     assert defaults.lease_namespace == NAMESPACE
 
 
-def test_chart_values_mean_what_the_operator_settings_mean(helm_binary: Path) -> None:  # noqa: F811
+def test_chart_values_mean_what_the_operator_settings_mean(helm_binary: Path) -> None:
     args = [arg for value in SETTING_VALUES for arg in ("--set", value)]
     settings = Settings.from_env(env_of(render(helm_binary, *args)))
     for value, (field, expected) in SETTING_VALUES.items():
@@ -334,7 +333,7 @@ REJECTED = [
 
 @pytest.mark.parametrize(("args", "where", "what"), REJECTED, ids=[r[1] for r in REJECTED])
 def test_bad_values_are_rejected_with_a_readable_message(
-        helm_binary: Path, args: Sequence[str], where: str, what: str) -> None:  # noqa: F811
+        helm_binary: Path, args: Sequence[str], where: str, what: str) -> None:
     result = helm(helm_binary, "template", *args)
     assert result.returncode != 0 and result.stdout == ""
     assert where in result.stderr and what in result.stderr, result.stderr
@@ -417,7 +416,7 @@ def test_the_charts_crd_copy_is_identical_to_crds() -> None:
 
 
 def test_the_rendered_crd_is_the_source_plus_labels_and_keep(
-        rendered: dict[str, Objects], helm_binary: Path) -> None:  # noqa: F811
+        rendered: dict[str, Objects], helm_binary: Path) -> None:
     (source,) = [d for d in yaml.safe_load_all((ROOT / "crds" /
                  "schemamigrations.migrations.umt.dev.yaml").read_text()) if d]
     crd = one(rendered["default"], "CustomResourceDefinition")
@@ -436,7 +435,7 @@ def test_the_rendered_crd_is_the_source_plus_labels_and_keep(
 # --- NOTES.txt and the plain install -------------------------------------------------------
 
 
-def test_notes_tell_the_next_command(helm_binary: Path) -> None:  # noqa: F811
+def test_notes_tell_the_next_command(helm_binary: Path) -> None:
     result = subprocess.run([str(helm_binary), "install", RELEASE, str(CHART), "--namespace",
                              NAMESPACE, "--dry-run=client"], capture_output=True, text=True,
                             timeout=60)

@@ -13,8 +13,6 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.k8s.fixtures import kubectl_binary  # noqa: F401  (fixture)
-
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,7 +37,7 @@ def env(container: dict[str, Any]) -> dict[str, str]:
     return {e["name"]: e.get("value", "") for e in container["env"]}
 
 
-def test_deleting_the_operator_leaves_the_crd(kubectl_binary: Path) -> None:  # noqa: F811
+def test_deleting_the_operator_leaves_the_crd(kubectl_binary: Path) -> None:
     operator = kustomize(kubectl_binary, PLAIN)
     assert "CustomResourceDefinition" not in [o["kind"] for o in operator]
     crd = kustomize(kubectl_binary, PLAIN / "crd")
@@ -47,7 +45,7 @@ def test_deleting_the_operator_leaves_the_crd(kubectl_binary: Path) -> None:  # 
         ("CustomResourceDefinition", "schemamigrations.migrations.umt.dev")]
 
 
-def test_without_an_overlay_the_jobs_run_the_operator_image(kubectl_binary: Path) -> None:  # noqa: F811
+def test_without_an_overlay_the_jobs_run_the_operator_image(kubectl_binary: Path) -> None:
     container = operator_container(kustomize(kubectl_binary, PLAIN))
     assert container["image"].startswith(PUBLISHED + ":")
     assert env(container)["UMT_OPERATOR_DEFAULT_IMAGE"] == container["image"]
@@ -61,7 +59,7 @@ def test_without_an_overlay_the_jobs_run_the_operator_image(kubectl_binary: Path
       "digest": "sha256:" + "ab" * 32},
      "registry.example.com/umt/umt-migrations@sha256:" + "ab" * 32),
 ])
-def test_an_overlays_images_setting_moves_both_images(kubectl_binary: Path,  # noqa: F811
+def test_an_overlays_images_setting_moves_both_images(kubectl_binary: Path,
                                                       tmp_path: Path, entry: dict[str, str],
                                                       expected: str) -> None:
     overlay = tmp_path / "overlay"

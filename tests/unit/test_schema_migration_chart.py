@@ -19,7 +19,6 @@ import yaml
 
 from tests import charts
 from tests.charts import Objects, assert_valid, one
-from tests.k8s.fixtures import helm_binary  # noqa: F401  (fixture)
 from tests.unit.test_crd import validate as validate_against_crd
 from umt_migrations.cli import build_parser
 from umt_operator.jobs import render_job
@@ -120,7 +119,7 @@ def hook_manifest(objects: Objects) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def rendered(helm_binary: Path) -> dict[str, Objects]:  # noqa: F811
+def rendered(helm_binary: Path) -> dict[str, Objects]:
     return {name: render(helm_binary, *args) for name, args in SCENARIOS.items()}
 
 
@@ -128,7 +127,7 @@ def rendered(helm_binary: Path) -> dict[str, Objects]:  # noqa: F811
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
-def test_helm_lint_strict(helm_binary: Path, name: str) -> None:  # noqa: F811
+def test_helm_lint_strict(helm_binary: Path, name: str) -> None:
     result = helm(helm_binary, "lint", "--strict", *SCENARIOS[name])
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 chart(s) failed" in result.stdout
@@ -320,7 +319,7 @@ def test_resource_mode_renders_the_schema_migration_alone(rendered: dict[str, Ob
 
 
 def test_only_a_real_change_reruns_without_rerun_on_upgrade(
-        helm_binary: Path) -> None:  # noqa: F811
+        helm_binary: Path) -> None:
     def job_of(*args: str) -> dict[str, Any] | None:
         (resource,) = render(helm_binary, "--set", "mode=resource", *args)
         return resource["spec"].get("job")
@@ -358,7 +357,7 @@ def test_both_modes_render_the_same_schema_migration(rendered: dict[str, Objects
     ids=["mode", "relative-target", "plus-one", "backoff", "typo", "secret-name",
          "delete-policy", "pull-policy", "hook-removed", "sync-wave-removed"],
 )
-def test_bad_values_are_rejected_readably(helm_binary: Path, args: list[str],  # noqa: F811
+def test_bad_values_are_rejected_readably(helm_binary: Path, args: list[str],
                                           message: str) -> None:
     result = helm(helm_binary, "template", *args)
     assert result.returncode != 0

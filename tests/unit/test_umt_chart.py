@@ -22,7 +22,6 @@ import yaml
 
 from tests import charts
 from tests.charts import Objects, assert_valid, one
-from tests.k8s.fixtures import helm_binary  # noqa: F401  (fixture)
 from tests.unit.test_schema_migration_chart import (
     HOOK_KINDS,
     SMIG,
@@ -63,7 +62,7 @@ def helm(binary: Path, chart: Path, command: str, *args: str) -> subprocess.Comp
 
 
 @pytest.fixture(scope="module")
-def chart(helm_binary: Path,  # noqa: F811
+def chart(helm_binary: Path,
           tmp_path_factory: pytest.TempPathFactory) -> Path:
     """charts/umt with its dependency built, in a copy (nothing generated lands in the tree)."""
     built = charts.umt_chart(helm_binary, tmp_path_factory.mktemp("charts"))
@@ -72,7 +71,7 @@ def chart(helm_binary: Path,  # noqa: F811
 
 
 @pytest.fixture(scope="module")
-def rendered(helm_binary: Path, chart: Path) -> dict[str, Objects]:  # noqa: F811
+def rendered(helm_binary: Path, chart: Path) -> dict[str, Objects]:
     return {name: charts.render(helm_binary, chart, *args, release=RELEASE, namespace=NAMESPACE)
             for name, args in SCENARIOS.items()}
 
@@ -117,7 +116,7 @@ def test_the_image_tag_is_the_app_version() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
-def test_helm_lint_strict(helm_binary: Path, chart: Path, name: str) -> None:  # noqa: F811
+def test_helm_lint_strict(helm_binary: Path, chart: Path, name: str) -> None:
     result = helm(helm_binary, chart, "lint", "--strict", *SCENARIOS[name])
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 chart(s) failed" in result.stdout
@@ -171,7 +170,7 @@ def test_the_deployment_records_its_target_outside_the_pod_template(
     assert "annotations" not in template
 
 
-def pod_template(helm_binary: Path, chart: Path, *args: str) -> dict[str, Any]:  # noqa: F811
+def pod_template(helm_binary: Path, chart: Path, *args: str) -> dict[str, Any]:
     objects = charts.render(helm_binary, chart, *args, release=RELEASE, namespace=NAMESPACE)
     return one(objects, "Deployment")["spec"]["template"]
 
@@ -181,7 +180,7 @@ DOWNGRADE = ["--set", "schema-migration.targetRevision=0abb288d754e",
 
 
 @pytest.mark.parametrize("mode", ["hook", "resource"])
-def test_a_database_only_rollback_does_not_roll_the_app(helm_binary: Path,  # noqa: F811
+def test_a_database_only_rollback_does_not_roll_the_app(helm_binary: Path,
                                                         chart: Path, mode: str) -> None:
     """A change of target alone leaves the pod template as it was: Kubernetes starts no new
     pod (a new pod would wait in its gate for a schema its image expects, newer than the
@@ -198,7 +197,7 @@ def test_a_database_only_rollback_does_not_roll_the_app(helm_binary: Path,  # no
 
 
 def test_the_rollback_recipe_rolls_the_app_back_and_downgrades_with_the_newer_image(
-        helm_binary: Path, chart: Path) -> None:  # noqa: F811
+        helm_binary: Path, chart: Path) -> None:
     """docs/gitops.md's rollback: global.image.tag names the older release (app and gate),
     schema-migration.image.tag the newer one, which holds the downgrade steps."""
     objects = charts.render(helm_binary, chart, "--set", "global.image.tag=0.0.9",
@@ -216,7 +215,7 @@ def test_the_rollback_recipe_rolls_the_app_back_and_downgrades_with_the_newer_im
 
 
 def test_notes_and_readme_say_the_dependency_must_be_built(
-        helm_binary: Path, chart: Path, tmp_path: Path) -> None:  # noqa: F811
+        helm_binary: Path, chart: Path, tmp_path: Path) -> None:
     result = subprocess.run([str(helm_binary), "install", RELEASE, str(chart), "--namespace",
                              NAMESPACE, "--dry-run=client"], capture_output=True, text=True,
                             timeout=60)
@@ -323,7 +322,7 @@ def test_the_gate_can_be_turned_off(rendered: dict[str, Objects]) -> None:
     ids=["replicas", "gate-timeout", "gate-timeout-above-max", "typo", "empty-tag",
          "subchart-mode", "app-image-removed", "subchart-hook-removed"],
 )
-def test_bad_values_are_rejected_readably(helm_binary: Path, chart: Path,  # noqa: F811
+def test_bad_values_are_rejected_readably(helm_binary: Path, chart: Path,
                                           args: list[str], message: str) -> None:
     result = helm(helm_binary, chart, "template", *args)
     assert result.returncode != 0
