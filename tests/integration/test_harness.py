@@ -887,7 +887,7 @@ def test_a_pod_is_validated_as_the_apiserver_does(emulator: Emulator) -> None:
 
 @pytest.mark.parametrize("job_controller_options", [FAST_RETRY])
 def test_the_job_controller_reports_a_refused_pod_as_failed_create_events(
-        emulator: Emulator, kubelet: FakeKubelet) -> None:
+        emulator: Emulator, kubelet: FakeKubelet, kubectl: Any) -> None:
     """Seen on a real 1.36 cluster: the Job is accepted, its pods are refused; the only trace
     is `FailedCreate` Events, repeated with back-off; the status shows no active pod."""
     created = emulator.create(JOBS, NS, python_job("spaced", "pass", image="registry/umt:e2e "))
@@ -908,6 +908,9 @@ def test_the_job_controller_reports_a_refused_pod_as_failed_create_events(
     assert job is not None and job["status"]["startTime"] and job["status"]["ready"] == 0
     assert "active" not in job["status"] and "conditions" not in job["status"]
     assert job_pods(emulator, "spaced") == [] and kubelet.processes_started == 0
+    described = kubectl("describe", "job", "spaced").stdout  # what a user sees
+    assert "Warning  FailedCreate" in described and "job-controller" in described
+    assert "must not have leading or trailing whitespace" in described
 
 
 @pytest.mark.parametrize("job_controller_options", [FAST_RETRY])
