@@ -383,7 +383,7 @@ def test_the_job_arguments_are_the_waiters(rendered: dict[str, Objects]) -> None
 # --- review (spec.review) ---------------------------------------------------------------------
 
 
-def test_review_values_reach_the_resource_and_the_waiter(helm_binary: Path) -> None:  # noqa: F811
+def test_review_values_reach_the_resource_and_the_waiter(helm_binary: Path) -> None:
     digest = "sha256:" + "ab" * 32
     objects = render(helm_binary, "--set", "review.approval=OnFindings", "--set",
                      "review.lint=Block", "--set", f"review.approvedPlanDigest={digest}")
@@ -398,7 +398,7 @@ def test_review_values_reach_the_resource_and_the_waiter(helm_binary: Path) -> N
     assert one(resource_mode, "SchemaMigration")["spec"]["review"] == {"drift": "Periodic"}
 
 
-def test_a_bad_review_value_is_refused(helm_binary: Path) -> None:  # noqa: F811
+def test_a_bad_review_value_is_refused(helm_binary: Path) -> None:
     for bad in ("review.lint=block", "review.approvedPlanDigest=abc", "review.unknown=1"):
         proc = subprocess.run([str(helm_binary), "template", "r", str(CHART), "--set", bad],
                               capture_output=True, text=True, check=False)
