@@ -21,6 +21,7 @@ import kopf
 
 from umt_migrations.masking import mask_log_records
 from umt_operator import leader
+from umt_operator.api_retries import cap_api_backoffs
 from umt_operator.jobs import (
     ANNOTATION_OWNER,
     MANAGED_BY,
@@ -66,6 +67,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf
     # Only the operator's own Jobs and their pods, filtered by the API server (not the client).
     settings.watching.label_selectors["batch", "v1", "jobs"] = MANAGED_BY_SELECTOR
     settings.watching.label_selectors["v1", "pods"] = MANAGED_BY_SELECTOR
+    # A returning API server is noticed within seconds, not after kopf's 21 s back-off.
+    cap_api_backoffs(settings)
     quiet_kopf()
     mask_log_records()  # every log line, kopf's own included, without passwords
     # Memory with many resources (each with its Job and pod): list in pages, handle at most 20

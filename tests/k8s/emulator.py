@@ -74,6 +74,9 @@ class Emulator:
         self._thread: threading.Thread | None = None
         self._stopping: asyncio.Event | None = None
         self._stop_callbacks: list[Callable[[], Coroutine[Any, Any, None]]] = []
+        self._web_server: aiohttp.web.Server | None = None
+        self._http_runner: aiohttp.web.ServerRunner | None = None
+        self._site: aiohttp.web.TCPSite | None = None
         self._register_builtins()
 
     # --- Lifecycle ---------------------------------------------------------------------------
@@ -126,13 +129,13 @@ class Emulator:
         # DNS resolution process-wide (kopf's client in another thread included) and keeps a
         # client session of its own; neither is needed here.
         async with self.server:
-            runner = aiohttp.web.ServerRunner(
-                aiohttp.web.Server(self.server, handler_cancellation=True, access_log=None),
-                shutdown_timeout=1.0,
-            )
+            self._web_server = aiohttp.web.Server(self.server, handler_cancellation=True,
+                                                  access_log=None)
+            runner = aiohttp.web.ServerRunner(self._web_server, shutdown_timeout=1.0)
             await runner.setup()
             site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
             await site.start()
+            self._http_runner, self._site = runner, site
             port = runner.addresses[0][1]
             started.set_result(f"http://127.0.0.1:{port}")
             try:
@@ -142,6 +145,38 @@ class Emulator:
                     await callback()
                 self.store.close_watches()
                 await runner.cleanup()
+
+    def stop_serving(self) -> None:
+        """The API server goes away as kube-apiserver does when its process dies: every open
+        connection (watches included) is cut without a final chunk, and the port refuses new
+        ones until :meth:`serve_again`. The store lives on, as etcd does.
+
+        Clients must reconnect and resume their watches from the last resourceVersion they saw
+        (API concepts, "Efficient detection of changes"); a restarted kube-apiserver serves them
+        from etcd again (kube-apiserver reference; ``staging/src/k8s.io/apiserver/pkg/storage/
+        cacher``, which rebuilds its watch cache from etcd on start).
+        """
+        self.submit(self._stop_serving()).result(timeout=10)
+
+    def serve_again(self) -> None:
+        """The API server is back on the same address (after :meth:`stop_serving`)."""
+        self.submit(self._serve_again()).result(timeout=10)
+
+    async def _stop_serving(self) -> None:
+        assert self._site is not None and self._web_server is not None
+        await self._site.stop()  # the listening socket closes: new connections are refused
+        for rtype in list(self.store.types.values()):  # clients' watches, not the kubelet's
+            self.store.drop_watches(rtype, abrupt=True)
+        for handler in self._web_server.connections:  # a dead process resets every connection
+            if handler.transport is not None:
+                handler.transport.abort()
+
+    async def _serve_again(self) -> None:
+        assert self._http_runner is not None
+        port = int(self.url.rsplit(":", 1)[1])
+        self._site = aiohttp.web.TCPSite(self._http_runner, "127.0.0.1", port,
+                                         reuse_address=True)
+        await self._site.start()
 
     def add_stop_callback(self, callback: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run `await callback()` in the loop before the server stops (the kubelet uses it)."""
