@@ -14,7 +14,8 @@ UMT_E2E_ADMIN_URL (as this machine reaches it). It installs the operator chart i
 of its own (as the e2e suite does), creates a database, installs both releases once, then
 times `--upgrades` upgrades of each, alternating, and removes everything. Three paths:
 
-    hook        charts/umt as it is (rerunOnUpgrade: true, a migration Job on every upgrade)
+    hook        charts/umt as it is (rerunOnUpgrade: true: a new generation per upgrade, which
+                the operator answers without a Job when nothing the migration depends on changed)
     hook-norerun  charts/umt with schema-migration.rerunOnUpgrade=false
     plain       the plain hook Job
 

@@ -38,6 +38,8 @@ ANNOTATION_GENERATION = f"{GROUP}/generation"
 ANNOTATION_OWNER = f"{GROUP}/owner"
 ANNOTATION_OWNER_UID = f"{GROUP}/owner-uid"
 ANNOTATION_IMAGE = f"{GROUP}/image"
+#: The digest of what the run depends on (``rerun.inputs_digest``), written by the reconciler.
+ANNOTATION_INPUTS = f"{GROUP}/inputs"
 #: Every Job and pod the operator creates carries it; its watches select on it server-side.
 MANAGED_BY = {"app.kubernetes.io/managed-by": "umt-schema-operator"}
 MANAGED_BY_SELECTOR = ",".join(f"{key}={value}" for key, value in MANAGED_BY.items())

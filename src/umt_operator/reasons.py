@@ -14,6 +14,9 @@ JOB_CREATED: Final = "JobCreated"
 JOB_REPLACED: Final = "JobReplaced"
 MIGRATING: Final = "Migrating"
 SUCCEEDED: Final = "Succeeded"
+#: Ready without a Job: nothing the result depends on changed since this resource's last
+#: successful run (``umt_operator.rerun``).
+INPUTS_UNCHANGED: Final = "InputsUnchanged"
 
 # Review (spec.review): the plan Job, lint, approval, drift (see umt_operator.review).
 #: The plan Job of this generation is computing the plan (Reconciling).

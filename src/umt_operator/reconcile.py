@@ -21,10 +21,11 @@ from typing import Any
 
 import kopf
 
-from umt_operator import reasons
+from umt_operator import reasons, rerun
 from umt_operator.jobs import (
     ANNOTATION_GENERATION,
     ANNOTATION_IMAGE,
+    ANNOTATION_INPUTS,
     ANNOTATION_OWNER_UID,
     job_finished,
     observe_job,
@@ -123,7 +124,7 @@ async def reconcile(
                 _event(body, "Warning", reasons.INVALID_SPEC, str(exc))
             return
         job_name = generation_job_name(name, generation)
-        if _concluded(status, generation, job_name):
+        if _concluded(status, generation, job_name) or rerun.skipped(status, generation):
             await after_success(_hooks(ctx, body, logger), body, spec, review, status, logger)
             return
         job = await _current_job(ctx, body, status, job_name, job)
@@ -136,6 +137,8 @@ async def reconcile(
                 if await _write(ctx, body, status, waiting, logger):
                     logger.info(waiting["message"])
                 return
+            if await _unchanged_since_success(ctx, body, spec, status, logger):
+                return  # nothing the run depends on changed: Ready without a Job (rerun.py)
             digest = None
             if review is not None:  # plan first; run only the plan, once it may run
                 gate = await before_migration(_hooks(ctx, body, logger), body, spec, review,
@@ -384,6 +387,9 @@ async def _create_job(
     manifest["metadata"]["name"] = job_name
     if plan_digest is not None:  # the runner refuses (PlanChanged) any other plan
         manifest = with_plan_digest(manifest, plan_digest)
+    # What this run depends on, so that a later generation with the same inputs needs no Job.
+    manifest["metadata"]["annotations"][ANNOTATION_INPUTS] = rerun.inputs_digest(
+        spec, ctx.settings, meta.get("uid", ""), _image(ctx, spec))
     job, created = await ctx.api.create_job(meta["namespace"], manifest)
     if created:
         ctx.metrics.jobs_created.inc()
@@ -391,6 +397,33 @@ async def _create_job(
         logger.info(message)
         _event(body, "Normal", reasons.JOB_CREATED, message)
     return job
+
+
+async def _unchanged_since_success(
+    ctx: Context, body: Mapping[str, Any], spec: MigrationSpec, status: Mapping[str, Any],
+    logger: kopf.Logger,
+) -> bool:
+    """Report ``Ready`` without a Job when nothing the run depends on changed since this
+    instance's last success (``umt_operator.rerun``); True when it did."""
+    meta = body["metadata"]
+    uid = str(meta.get("uid") or "")
+    digest = rerun.inputs_digest(spec, ctx.settings, uid, _image(ctx, spec))
+    success = rerun.unchanged_since(status, digest)
+    if success is None:
+        return False
+    # No Job of this instance may have started since (its status write could have been lost).
+    for job in await ctx.api.list_jobs(meta["namespace"], resource_selector(meta["name"])):
+        annotations = job["metadata"].get("annotations") or {}
+        started = str(annotations.get(ANNOTATION_GENERATION) or "0")
+        if annotations.get(ANNOTATION_OWNER_UID) == uid and \
+                (not started.isdigit() or int(started) > int(success["generation"])):
+            return False
+    generation = int(meta.get("generation") or 1)
+    new_status = rerun.unchanged_status(status, generation, success, datetime.now(UTC))
+    if await _write(ctx, body, status, new_status, logger):
+        logger.info(new_status["message"])
+        _event(body, "Normal", reasons.INPUTS_UNCHANGED, new_status["message"])
+    return True
 
 
 async def _earlier_job_running(

@@ -97,6 +97,7 @@ DEFAULT_CONNECT_TIMEOUT_SECONDS = int(DEFAULT_CONNECT_TIMEOUT)
 IMAGE_PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 DEFAULT_SECRET_KEY = "url"
 MAX_TARGET_LENGTH = 128
+MAX_RERUN_TOKEN_LENGTH = 253
 
 
 class InvalidSpec(ValueError):  # noqa: N818 - named for the problem, like StopIteration
@@ -154,6 +155,8 @@ class MigrationSpec:
     alembic_working_dir: str | None = None  #: the container's workingDir
     job: JobOptions = field(default_factory=JobOptions)
     safety: SafetyOptions = field(default_factory=SafetyOptions)
+    #: Any new value runs the migration again even when nothing else changed (see rerun.py).
+    rerun_token: str | None = None
 
 
 def revision_problem(target: Any) -> str | None:
@@ -199,6 +202,9 @@ def parse_spec(body_spec: Mapping[str, Any] | None) -> MigrationSpec:
         problems.append(WORKING_DIR_MESSAGE)
     job = _parse_job(_or_empty(spec.get("job"), {}), problems)
     safety = _parse_safety(_or_empty(spec.get("safety"), {}), problems)
+    rerun_token = _optional_str(spec, "rerunToken", problems)
+    if rerun_token is not None and len(rerun_token) > MAX_RERUN_TOKEN_LENGTH:
+        problems.append(f"rerunToken must be at most {MAX_RERUN_TOKEN_LENGTH} characters")
     if problems:
         raise InvalidSpec("; ".join(problems))
     return MigrationSpec(
@@ -211,6 +217,7 @@ def parse_spec(body_spec: Mapping[str, Any] | None) -> MigrationSpec:
         alembic_working_dir=working_dir or None,
         job=job,
         safety=safety,
+        rerun_token=rerun_token or None,
     )
 
 

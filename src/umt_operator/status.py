@@ -16,7 +16,15 @@ from typing import Any
 
 from umt_migrations.masking import scrub
 from umt_operator import lockwaits, reasons
-from umt_operator.jobs import JobObservation, PodProblem, RunnerReport, observe_job, parse_report
+from umt_operator.jobs import (
+    ANNOTATION_GENERATION,
+    ANNOTATION_INPUTS,
+    JobObservation,
+    PodProblem,
+    RunnerReport,
+    observe_job,
+    parse_report,
+)
 
 __all__ = [
     "JobObservation",
@@ -365,7 +373,19 @@ def compute_status(
             now=now,
         ),
     )
+    # What a later generation with the same inputs may rely on (umt_operator.rerun): set by a
+    # success, removed while a Job runs or after it failed (the database may have moved).
+    status["lastSuccess"] = _last_success(job, job_name) if outcome.phase == SUCCEEDED else None
     return status
+
+
+def _last_success(job: Mapping[str, Any] | None, job_name: str) -> dict[str, Any] | None:
+    """The run a Job that just succeeded made: its generation, name and inputs digest."""
+    annotations = ((job or {}).get("metadata") or {}).get("annotations") or {}
+    inputs, generation = annotations.get(ANNOTATION_INPUTS), annotations.get(ANNOTATION_GENERATION)
+    if not inputs or not str(generation or "").isdigit():
+        return None  # a Job from before inputs were recorded: nothing to rely on
+    return {"generation": int(str(generation)), "jobName": job_name, "inputs": inputs}
 
 
 def invalid_spec_status(

@@ -150,23 +150,29 @@ def test_spec_change_replaces_a_job_whose_pod_never_started(
 
 def test_logs_are_for_people(emulator: Emulator, operator: Operator, kubelet: FakeKubelet,
                              pg_url: str, caplog: pytest.LogCaptureFixture) -> None:
-    """One upgrade and three no-op generations: a line per meaningful step, no kopf chatter."""
+    """One upgrade and three no-op runs (each forced by a new rerunToken), then a generation
+    that needs no Job: a line per meaningful step, no kopf chatter."""
     caplog.set_level(logging.INFO)
     add_secret(emulator, pg_url)
     add_migration(emulator)
     wait_condition(emulator, "umt-schema", "Ready", "Succeeded")
     for generation in (2, 3, 4):
         emulator.patch(SCHEMA_MIGRATIONS, NS, "umt-schema",
-                       {"spec": {"job": {"podLabels": {"try": str(generation)}}}})
+                       {"spec": {"rerunToken": str(generation)}})
         wait_condition(emulator, "umt-schema", "Ready", "Succeeded", generation=generation)
     emulator.wait_for(lambda: event_reasons(emulator, "umt-schema").count("Succeeded") == 4)
+    emulator.patch(SCHEMA_MIGRATIONS, NS, "umt-schema", {"spec": {"job": {"podLabels": {
+        "try": "5"}}}})  # nothing the migration depends on: no Job
+    wait_condition(emulator, "umt-schema", "Ready", "InputsUnchanged", generation=5)
+    emulator.wait_for(lambda: "InputsUnchanged" in event_reasons(emulator, "umt-schema"))
     lines = [r.getMessage() for r in caplog.records
              if r.levelno >= logging.INFO and r.name.startswith(("kopf", "umt"))]
     assert not [line for line in lines if line.startswith("Handler ")], lines
     assert sum("created Job" in line for line in lines) == 4, lines
     assert sum(line.startswith("migrated ") for line in lines) == 1, lines
     assert sum(line.startswith("already at ") for line in lines) == 3, lines
-    assert len(lines) == 8, lines  # and nothing else: the README says "8 lines"
+    assert sum(line.startswith("no Job run: ") for line in lines) == 1, lines
+    assert len(lines) == 9, lines  # and nothing else: the README says "9 lines"
 
 
 def test_kopf_handler_lines_still_show_at_debug(caplog: pytest.LogCaptureFixture) -> None:

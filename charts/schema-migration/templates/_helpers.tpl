@@ -83,8 +83,9 @@ spec:
   {{- end }}
   {{- $job := deepCopy (.Values.job | default dict) }}
   {{- if .Values.rerunOnUpgrade }}
-  {{- /* A spec change, so every release is a new generation: the operator runs it (a no-op
-  when the database is already there), and an upgrade after a failed one retries it. */}}
+  {{- /* A spec change, so every release is a new generation: the operator runs a Job for it
+  when an input of the migration changed or the last run failed (an upgrade after a failed
+  one retries it), else reports it Ready at once (reason InputsUnchanged). */}}
   {{- $annotations := deepCopy ($job.podAnnotations | default dict) }}
   {{- $_ := set $annotations "migrations.umt.dev/helm-revision" (toString .Release.Revision) }}
   {{- $_ := set $job "podAnnotations" $annotations }}
@@ -92,6 +93,9 @@ spec:
   {{- with $job }}
   job:
     {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.rerunToken }}
+  rerunToken: {{ tpl (toString .) $ | quote }}
   {{- end }}
   {{- with .Values.safety }}
   safety:
