@@ -109,3 +109,21 @@ def test_same_inputs_need_no_job_a_new_token_runs_one(
     assert condition(fourth, "Ready")["reason"] == "Succeeded"
     assert len(jobs_of(emulator, NAME)) == 4
     assert db_revision(pg_url) == HEAD
+
+
+@pytest.mark.usefixtures("operator")
+def test_the_waiter_of_a_release_that_changes_nothing_needs_no_job(
+    emulator: Emulator, kubelet: FakeKubelet, pg_url: str,
+) -> None:
+    """The hook's path with ``rerunOnUpgrade: true``: each release applies the Helm revision as
+    a pod annotation (a new generation); the second one is Ready without a Job."""
+    from tests.integration.test_waiter import REF, manifest, run_waiter
+
+    add_secret(emulator, pg_url)
+    for revision, jobs in (("1", 1), ("2", 1)):
+        body = manifest(job={"podAnnotations": {"migrations.umt.dev/helm-revision": revision}})
+        code, out, err = run_waiter(emulator, body)
+        assert code == 0, out + err
+        assert out.splitlines()[-1] == f"{REF} is Ready (generation {revision}) at {HEAD}"
+        assert len(jobs_of(emulator, NAME)) == jobs and kubelet.processes_started == 1
+    assert "no Job run: nothing the migration depends on changed since generation 1" in out
