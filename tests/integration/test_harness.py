@@ -86,6 +86,13 @@ def wait_job(cluster: Emulator, name: str, kind: str, timeout: float = 5) -> dic
     return cluster.wait_for_object(JOBS, NS, name, lambda job: condition(job, kind), timeout)
 
 
+def job_events(cluster: Emulator, job: str) -> list[tuple[str, str, str]]:
+    """(type, reason, message) of the Job's Events, oldest first."""
+    events = cluster.list(EVENTS, NS, fields=f"involvedObject.kind=Job,involvedObject.name={job}")
+    ordered = sorted(events, key=lambda e: int(e["metadata"]["resourceVersion"]))
+    return [(e["type"], e["reason"], e["message"]) for e in ordered]
+
+
 def job_pods(cluster: Emulator, job: str) -> list[dict[str, Any]]:
     return cluster.list(PODS, NS, labels={"job-name": job})
 
@@ -138,6 +145,9 @@ def test_successful_job_completes_and_keeps_the_termination_message(
     assert (terminated["exitCode"], terminated["reason"]) == (0, "Completed")
     assert json.loads(terminated["message"]) == {**REPORT, "url": "postgresql://u:p@db/umt"}
     assert kubelet.processes_started == 1
+    assert job_events(emulator, "ok") == [
+        ("Normal", "SuccessfulCreate", f"Created pod: {pod['metadata']['name']}"),
+        ("Normal", "Completed", "Job completed")]
 
 
 def test_fail_job_rule_fails_the_job_after_one_pod(
@@ -219,6 +229,8 @@ def test_active_deadline_kills_the_process(emulator: Emulator, kubelet: FakeKube
     (run,) = kubelet.runs_for("slow")
     emulator.wait_for(lambda: run.exit_code is not None, message="the process killed")
     assert run.exit_code == 143
+    assert [reason for _, reason, _ in job_events(emulator, "slow")] == [
+        "SuccessfulCreate", "SuccessfulDelete", "DeadlineExceeded"]
 
 
 def test_the_job_controller_follows_pods_through_the_api(

@@ -154,7 +154,7 @@ class JobController(LoopWorker):
                     self._forget(pod_uid)
                     pod_uid = None
                     if outcome.exit_code == 0:
-                        self._finish(ns, name, succeeded=True, reason="CompletionsReached",
+                        self._finish(job, succeeded=True, reason="CompletionsReached",
                                      message="Reached expected number of succeeded pods")
                         return
                     action, index = _failure_policy_action(spec, outcome)
@@ -164,13 +164,13 @@ class JobController(LoopWorker):
                     failed += 1
                     self._patch_status(ns, name, {"active": None, "ready": 0, "failed": failed})
                     if action == "FailJob":
-                        self._finish(ns, name, succeeded=False, reason="PodFailurePolicy",
+                        self._finish(job, succeeded=False, reason="PodFailurePolicy",
                                      message=f"Container {outcome.container} for pod {ns}/"
                                      f"{outcome.pod} failed with exit code {outcome.exit_code} "
                                      f"matching FailJob rule at index {index}")
                         return
                     if failed > spec.get("backoffLimit", 6):
-                        self._finish(ns, name, succeeded=False, reason="BackoffLimitExceeded",
+                        self._finish(job, succeeded=False, reason="BackoffLimitExceeded",
                                      message="Job has reached the specified backoff limit")
                         return
                     if self.retry_delay:
@@ -182,9 +182,10 @@ class JobController(LoopWorker):
                 with contextlib.suppress(ApiError):
                     self.store.delete(self.emulator.rtype(PODS), ns, pod,
                                       propagation="Background")
+                    self._record_event(job, "Normal", "SuccessfulDelete", f"Deleted pod: {pod}")
                 failed += 1
             self._patch_status(ns, name, {"active": None, "ready": 0, "failed": failed})
-            self._finish(ns, name, succeeded=False, reason="DeadlineExceeded",
+            self._finish(job, succeeded=False, reason="DeadlineExceeded",
                          message="Job was active longer than specified deadline")
         finally:
             self._jobs.pop(job["metadata"]["uid"], None)
@@ -271,8 +272,12 @@ class JobController(LoopWorker):
         self._outcomes[uid] = asyncio.get_running_loop().create_future()
         return uid
 
-    def _finish(self, ns: str, name: str, *, succeeded: bool, reason: str, message: str) -> None:
-        """Two writes, as since Kubernetes 1.31: the interim condition, then the final one."""
+    def _finish(self, job: dict[str, Any], *, succeeded: bool, reason: str,
+                message: str) -> None:
+        """Two writes, as since Kubernetes 1.31: the interim condition, then the final one;
+        and the Event `syncJob` records: Normal `Completed` "Job completed", or a Warning
+        with the failure's reason and message."""
+        ns, name = job["metadata"]["namespace"], job["metadata"]["name"]
         interim, final = ("SuccessCriteriaMet", "Complete") if succeeded \
             else ("FailureTarget", "Failed")
         conditions: list[dict[str, Any]] = []
@@ -288,6 +293,10 @@ class JobController(LoopWorker):
             if condition_type == final and succeeded:
                 status["completionTime"] = now
             self._patch_status(ns, name, status)
+        if succeeded:
+            self._record_event(job, "Normal", "Completed", "Job completed")
+        else:
+            self._record_event(job, "Warning", reason, message)
 
     def _patch_status(self, ns: str, name: str, status: dict[str, Any]) -> None:
         with contextlib.suppress(ApiError):  # the Job may have been deleted meanwhile
