@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,13 +32,17 @@ CLI = [sys.executable, "-m", "umt_migrations"]
 def run_migrate(ini: Path, url: str, *args: str, cwd: Path | None = None, env: dict | None = None,
                 timeout: float = 120) -> tuple[int, dict, str, str]:
     """Run ``migrate`` like a Job does; return (exit code, report, stdout, stderr)."""
-    report = (cwd or ini.parent) / f"report-{time.monotonic_ns()}.json"
+    # The report goes to a scratch folder, never beside the ini (the repository's own
+    # alembic.ini sits in the repository root).
+    scratch = Path(tempfile.mkdtemp(prefix="umt-report-"))
+    report = scratch / "report.json"
     proc = subprocess.run(
         [*CLI, "migrate", "--config", str(ini), "--url", url, "--report", str(report), *args],
         capture_output=True, text=True, timeout=timeout, cwd=cwd or ini.parent,
         env={**os.environ, **(env or {})},
     )
     data = json.loads(report.read_text()) if report.exists() else {}
+    shutil.rmtree(scratch, ignore_errors=True)
     return proc.returncode, data, proc.stdout, proc.stderr
 
 
