@@ -188,11 +188,12 @@ def test_database_moved_after_the_plan_is_plan_changed(
     assert log_rows(pg_url) == [(revs[0].id, "up"), (revs[1].id, "up")]
 
 
+@pytest.mark.parametrize("on_drift", ["Report", "Fail"])
 def test_a_manual_column_is_drift(emulator: Emulator, operator: Operator, kubelet: FakeKubelet,
-                                  pg_url: str) -> None:
+                                  pg_url: str, on_drift: str) -> None:
     add_secret(emulator, pg_url)
     with kubelet.held(f"{NAME}-drift-*"):
-        add_migration(emulator, review={"drift": "AfterMigration"})
+        add_migration(emulator, review={"drift": "AfterMigration", "onDrift": on_drift})
         wait_condition(emulator, NAME, "Ready", "Succeeded")
         engine = sa.create_engine(pg_url)
         with engine.begin() as conn:
@@ -204,5 +205,11 @@ def test_a_manual_column_is_drift(emulator: Emulator, operator: Operator, kubele
     drifted = condition(obj, "Drifted")
     assert "column users.x" in drifted["message"]
     assert obj["status"]["drift"]["extra"] == ["column users.x"]
-    assert condition(obj, "Ready")["status"] == "True"  # onDrift: Report leaves Ready alone
     assert len(kind_jobs(emulator, "drift")) == 1
+    if on_drift == "Report":  # Ready is left alone
+        assert condition(obj, "Ready")["status"] == "True"
+        return
+    obj = wait_condition(emulator, NAME, "Stalled", "Drifted")
+    assert (condition(obj, "Ready")["status"], condition(obj, "Ready")["reason"]) == \
+        ("False", "Drifted")
+    assert "column users.x" in obj["status"]["message"]
