@@ -26,13 +26,18 @@ setting for the app, its gate and its migration), then UMT's image at this appVe
 {{- coalesce .Values.image.pullPolicy $global.pullPolicy "IfNotPresent" -}}
 {{- end -}}
 
+{{/* Labels of every object: commonLabels, then these (as in the three charts of this
+repository). A `+` (SemVer build metadata) is not allowed in a label value: `_` instead, as
+Helm's own `helm create` scaffold does. */}}
 {{- define "schema-migration.labels" -}}
-app.kubernetes.io/name: schema-migration
-app.kubernetes.io/instance: {{ .Release.Name }}
-app.kubernetes.io/component: database-migration
-app.kubernetes.io/managed-by: {{ .Release.Service }}
-app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
-helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- $labels := dict
+  "helm.sh/chart" (printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_")
+  "app.kubernetes.io/name" "schema-migration"
+  "app.kubernetes.io/instance" .Release.Name
+  "app.kubernetes.io/component" "database-migration"
+  "app.kubernetes.io/version" .Chart.AppVersion
+  "app.kubernetes.io/managed-by" .Release.Service }}
+{{- toYaml (merge (deepCopy (.Values.commonLabels | default dict)) $labels) }}
 {{- end -}}
 
 {{/* Annotations of a hook object; the argument is (dict "ctx" $ "weight" N). */}}

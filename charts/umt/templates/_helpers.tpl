@@ -11,11 +11,17 @@ app.kubernetes.io/name: {{ .Chart.Name }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
+{{/* Labels of every object: commonLabels, then these (as in the three charts of this
+repository). A `+` (SemVer build metadata) is not allowed in a label value: `_` instead, as
+Helm's own `helm create` scaffold does. */}}
 {{- define "umt.labels" -}}
-{{ include "umt.selectorLabels" . }}
-app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
-helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- $labels := dict
+  "helm.sh/chart" (printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_")
+  "app.kubernetes.io/name" .Chart.Name
+  "app.kubernetes.io/instance" .Release.Name
+  "app.kubernetes.io/version" .Chart.AppVersion
+  "app.kubernetes.io/managed-by" .Release.Service }}
+{{- toYaml (merge (deepCopy (.Values.commonLabels | default dict)) $labels) }}
 {{- end -}}
 
 {{- define "umt.secretName" -}}
