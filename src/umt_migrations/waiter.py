@@ -21,11 +21,9 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
+from .api_names import API_VERSION, KIND
 from .masking import scrub
 
-GROUP, VERSION = "migrations.umt.dev", "v1alpha1"
-KIND, PLURAL = "SchemaMigration", "schemamigrations"
-API_VERSION = f"{GROUP}/{VERSION}"
 DEFAULT_FIELD_MANAGER = "umt-migrations"
 DEFAULT_TIMEOUT = 600.0
 DEFAULT_GRACE = 30.0

@@ -26,13 +26,10 @@ from lightkube.core import generic_client
 from lightkube.core.exceptions import ApiError, ConfigError
 from lightkube.generic_resource import create_namespaced_resource
 
+from .api_names import GROUP, KIND, PLURAL, VERSION
 from .waiter import (
     DEFAULT_APPROVE_SET_KEY,
     DEFAULT_FIELD_MANAGER,
-    GROUP,
-    KIND,
-    PLURAL,
-    VERSION,
     Manifest,
     Outcome,
     Tracker,

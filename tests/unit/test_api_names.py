@@ -1,0 +1,26 @@
+"""The API's names have one home (umt_migrations.api_names), and it agrees with the CRD."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from umt_migrations import api_names
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD = yaml.safe_load((ROOT / "crds" / "schemamigrations.migrations.umt.dev.yaml").read_text())
+
+
+def test_the_names_are_the_crds() -> None:
+    spec = CRD["spec"]
+    (stored,) = [v["name"] for v in spec["versions"] if v["storage"]]
+    assert CRD["metadata"]["name"] == f"{api_names.PLURAL}.{api_names.GROUP}"
+    assert (spec["group"], stored) == (api_names.GROUP, api_names.VERSION)
+    assert f"{spec['group']}/{stored}" == api_names.API_VERSION
+    assert (spec["names"]["kind"], spec["names"]["plural"], spec["names"]["singular"]) == (
+        api_names.KIND, api_names.PLURAL, api_names.SINGULAR)
+    assert spec["names"]["shortNames"] == [api_names.SHORT_NAME]
