@@ -103,3 +103,13 @@ def test_other_failures_are_untouched() -> None:
     other = failure_report(reasons.DATABASE_UNAVAILABLE, "cannot reach the database")
     status = status_of(job(failed=1), [ended(other)])
     assert conditions(status)["Reconciling"] == ("True", reasons.MIGRATING)
+
+
+def test_statement_timeout_is_stalled_at_once_with_the_runners_words() -> None:
+    message = ("revision 3f2a exceeded the statement timeout of 1.5 s and was stopped and rolled "
+               "back; raise --statement-timeout or declare statement_timeout in the revision")
+    ended_3 = pod(terminated(3, failure_report(reasons.STATEMENT_TIMEOUT, message)))
+    policy = "Container migrate for pod umt/umt-schema-3-k2x9-aaaaa failed with exit code 3"
+    status = status_of(failed_job("PodFailurePolicy", policy), [ended_3])
+    assert conditions(status)["Stalled"] == ("True", "StatementTimeout")
+    assert status["message"].startswith(f"StatementTimeout: {message}")
