@@ -6,15 +6,15 @@ project's own ``env.py`` creates from ``sqlalchemy.url`` are bounded too, not on
 - ``do_connect`` adds the driver's connect timeout and keepalives (parameters the URL already
   names win). libpq: ``connect_timeout``, ``keepalives_idle/interval/count`` and
   ``tcp_user_timeout``. PyMySQL: ``connect_timeout`` for the TCP connect and, as its read
-  timeout, for the server's greeting too (a server that accepts and never answers); once
-  connected the read timeout is lifted again, since a long DDL statement sends nothing for
-  minutes.
-- ``connect`` (the pool's) sets the same keepalives on PyMySQL's socket.
+  timeout, for the server's greeting too (a server that accepts and never answers).
+- ``connect`` (the pool's) lifts that read timeout and sets the keepalives on PyMySQL's
+  socket.
 
 So a server that never answers fails the connect in ``connect_timeout``, and a peer that
 vanishes mid-statement (a cut network) fails it in about ``idle + interval * count`` seconds
-instead of the operating system's two hours. Inside :func:`interrupt.sigterm_guard`, libpq's
-blocking connect runs in a helper thread so that SIGTERM still ends the run at once.
+instead of the operating system's two hours. Only parameters are added, and no connection is
+made here, so a project's own ``do_connect`` listener (a cloud IAM token as the password, say)
+still runs after this one.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.pool import Pool
 
-from .interrupt import connect_interruptibly
 from .safety import DEFAULT_CONNECT_TIMEOUT
 
 KEEPALIVE_IDLE = 10  #: seconds of silence before the first probe
@@ -51,6 +50,7 @@ class ConnectBounds:
 
 
 _active: list[ConnectBounds] = []
+_LIFT_READ_TIMEOUT = "umt_lift_read_timeout"
 
 
 @contextmanager
@@ -71,7 +71,7 @@ def bounded_connections(bounds: ConnectBounds | None = None) -> Iterator[Connect
             sa.event.remove(Pool, "connect", _after_connect)
 
 
-def _do_connect(dialect: Any, _record: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
+def _do_connect(dialect: Any, record: Any, _cargs: Any, cparams: dict[str, Any]) -> None:
     bounds = _active[-1] if _active else ConnectBounds()
     driver = dialect.driver
     if driver == "psycopg2":
@@ -85,20 +85,17 @@ def _do_connect(dialect: Any, _record: Any, cargs: Any, cparams: dict[str, Any])
             ("tcp_user_timeout", bounds.dead_peer_seconds * 1000),
         ):
             cparams.setdefault(key, value)
-        return connect_interruptibly(lambda: dialect.loaded_dbapi.connect(*cargs, **cparams))
-    if driver == "pymysql":
+    elif driver == "pymysql":
         cparams.setdefault("connect_timeout", bounds.connect_timeout)
-        lift = "read_timeout" not in cparams
-        if lift:  # PyMySQL reads the server's greeting with its read timeout
+        if "read_timeout" not in cparams:  # PyMySQL reads the server's greeting with it
             cparams["read_timeout"] = bounds.connect_timeout
-        conn = dialect.loaded_dbapi.connect(*cargs, **cparams)
-        if lift:  # a long DDL statement is silent for minutes: keepalives bound it instead
-            conn._read_timeout = None
-        return conn
-    return None  # other drivers: connect as usual
+            record.info[_LIFT_READ_TIMEOUT] = True
 
 
-def _after_connect(dbapi_connection: Any, _record: Any) -> None:
+def _after_connect(dbapi_connection: Any, record: Any) -> None:
+    if record.info.pop(_LIFT_READ_TIMEOUT, False):
+        # a long DDL statement is silent for minutes: keepalives bound a dead peer instead
+        dbapi_connection._read_timeout = None
     sock = getattr(dbapi_connection, "_sock", None)  # PyMySQL; libpq sets its own
     if not _active or not isinstance(sock, socket.socket) or sock.family == socket.AF_UNIX:
         return

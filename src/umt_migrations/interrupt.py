@@ -15,17 +15,19 @@ import contextlib
 import os
 import signal
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import Any, TypeVar
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.pool import Pool
 
-_state = {"fired": False, "guarded": False}
-T = TypeVar("T")
+_state = {"fired": False}
+#: How long the main thread may take to notice SIGTERM before the run is ended for it.
+STUCK_SECONDS = 1.0
 _connections: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
@@ -61,24 +63,30 @@ def _cancel_all() -> None:
 
 
 @contextmanager
-def sigterm_guard() -> Iterator[None]:
-    """Turn SIGTERM into :class:`Interrupted` for the duration of the block."""
+def sigterm_guard(on_stuck: Callable[[], None] | None = None) -> Iterator[None]:
+    """Turn SIGTERM into :class:`Interrupted` for the duration of the block.
+
+    When the main thread is stuck inside a C call that neither a cancel nor the signal ends
+    (libpq connecting: it loops inside C until connected or timed out; a DNS lookup), so that
+    the handler has not run :data:`STUCK_SECONDS` after the signal, the watcher calls
+    ``on_stuck`` (the runner writes its report there) and ends the process with exit 1.
+    """
     _state["fired"] = False
     if threading.current_thread() is not threading.main_thread():
         yield  # signals reach the main thread only (library use from a worker thread)
         return
     sa.event.listen(Pool, "connect", _track)
-    _state["guarded"] = True
     read_end, write_end = os.pipe()
     os.set_blocking(write_end, False)
     previous = signal.signal(signal.SIGTERM, _handle)
     previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
-    watcher = threading.Thread(target=_watch, args=(read_end,), name="sigterm-watch", daemon=True)
+    watcher = threading.Thread(
+        target=_watch, args=(read_end, on_stuck), name="sigterm-watch", daemon=True
+    )
     watcher.start()
     try:
         yield
     finally:
-        _state["guarded"] = False
         signal.set_wakeup_fd(previous_fd)
         signal.signal(signal.SIGTERM, previous)
         os.close(write_end)  # ends the watcher
@@ -87,53 +95,19 @@ def sigterm_guard() -> Iterator[None]:
         sa.event.remove(Pool, "connect", _track)
 
 
-def _watch(read_end: int) -> None:
+def _watch(read_end: int, on_stuck: Callable[[], None] | None) -> None:
     while True:
         data = os.read(read_end, 64)
         if not data:  # the guard closed the pipe
             return
         if signal.SIGTERM in data:
             _cancel_all()
+            deadline = time.monotonic() + STUCK_SECONDS
+            while not _state["fired"] and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if not _state["fired"]:  # the main thread cannot run the handler: end it here
+                if on_stuck is not None:
+                    with contextlib.suppress(Exception):
+                        on_stuck()
+                os._exit(1)
 
-
-def connect_interruptibly(connect: Callable[[], T]) -> T:
-    """Run a blocking driver connect so that SIGTERM still ends the run at once.
-
-    libpq's connect loops inside C until it connects or times out, so Python's handler would
-    run only then (up to the connect timeout later, or never without one). Inside the guard
-    the connect runs in a helper thread and the main thread waits in short, interruptible
-    steps; a connection that arrives after the run was interrupted is closed.
-    """
-    if not _state["guarded"] or threading.current_thread() is not threading.main_thread():
-        return connect()
-    box: dict[str, Any] = {}
-    lock = threading.Lock()
-    done = threading.Event()
-
-    def work() -> None:
-        try:
-            result: Any = connect()
-        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
-            box["error"] = exc
-        else:
-            with lock:
-                if box.get("abandoned"):
-                    result.close()
-                else:
-                    box["result"] = result
-        finally:
-            done.set()
-
-    threading.Thread(target=work, name="db-connect", daemon=True).start()
-    try:
-        while not done.wait(0.1):
-            pass
-    except BaseException:
-        with lock:
-            box["abandoned"] = True
-            if "result" in box:
-                box["result"].close()
-        raise
-    if "error" in box:
-        raise box["error"]
-    return box["result"]  # type: ignore[no-any-return]

@@ -143,7 +143,7 @@ class _Run:
 
 def _locked_run(run: _Run, started: float) -> None:
     """Everything between taking the lock and writing the report, which happens under it."""
-    with sigterm_guard():
+    with sigterm_guard(on_stuck=lambda: _abandon(run, started)):
         try:
             run.conn = _connect(run.project, run.engine)
         except Interrupted:
@@ -163,6 +163,22 @@ def _locked_run(run: _Run, started: float) -> None:
             raise _unavailable(run.project, exc) from None
         finally:
             run.conn.close()
+
+
+def _abandon(run: _Run, started: float) -> None:
+    """SIGTERM while the driver is stuck in C (libpq connecting): report; the process ends."""
+    where = (
+        f"during revision {run.running}" if run.running
+        else "while connecting to the database" if run.conn is None
+        else "while the database driver was blocked"
+    )
+    _fail(run.report, MigrationError(
+        INTERRUPTED, f"interrupted by SIGTERM {where}; the run will be retried"
+    ))
+    run.report.durationSeconds = time.monotonic() - started
+    write_report(run.report, run.request.report_path)
+    log.error("%s: %s", INTERRUPTED, run.report.error["message"])  # type: ignore[index]
+    print(run.report.to_json(), flush=True)
 
 
 def _run_under_lock(run: _Run) -> None:
