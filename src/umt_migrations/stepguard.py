@@ -59,7 +59,8 @@ class StepGuard:
         self._patch_autocommit(context)
         for step in steps:
             yield _GuardedStep(step, functools.partial(self._begin, step, context))
-            self.watch.stop()
+            self.watch.stop()  # Alembic asks for the next step once this one committed
+            self.step = None
 
     def end(self) -> None:
         self.watch.stop()
