@@ -104,6 +104,7 @@ class StepGuard:
         def autocommit_block() -> Iterator[None]:
             if self.step is not None:
                 self.step.outside_transaction = True
+                self.declared.setdefault(self.step.revision, {})["outsideTransaction"] = True
             with original():
                 yield
             step = self.step

@@ -467,3 +467,41 @@ def test_env_py_engines_get_the_connect_timeout_and_keepalives(
                 if backend == "postgresql":
                     sock.close()
         engine.dispose()
+
+
+def test_create_index_concurrently_in_an_autocommit_block_waits_and_is_reported(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """What a revision runs in ``autocommit_block()`` is outside its transaction and its
+    ``SET LOCAL``: a concurrent index build waits for the older transaction (without blocking
+    the application) instead of failing and leaving an invalid index behind."""
+    revs = linear_chain(1)
+    revs.append(Rev(ALTER, revs[-1].id, "index hot concurrently", upgrade_python=[
+        "with op.get_context().autocommit_block():",
+        "    op.execute('CREATE INDEX CONCURRENTLY ix_hot_id ON hot (id)')",
+    ]))
+    engine = sa.create_engine(pg_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE hot (id INTEGER PRIMARY KEY)")
+    engine.dispose()
+    ini = make_project(tmp_path, revs)
+    with blocker(pg_url) as holder:
+        holder.exec_driver_sql("INSERT INTO hot (id) VALUES (1)")  # a writer: CIC waits for it
+        run = Migration(ini, pg_url, "--step-lock-timeout", str(LOCK_TIMEOUT),
+                        "--lock-retries", "0")
+        time.sleep(3 * LOCK_TIMEOUT + 1.0)
+        assert run.proc.poll() is None, "".join(run.lines)  # still waiting, not failed
+        holder.rollback()
+        code, report, log = run.finish()
+    assert code == 0, log
+    assert report["declared"] == {ALTER: {"outsideTransaction": True}}
+    assert "retries" not in report
+    engine = sa.create_engine(pg_url)
+    try:
+        with engine.connect() as conn:
+            valid = conn.exec_driver_sql(
+                "SELECT indisvalid FROM pg_index WHERE indexrelid = 'ix_hot_id'::regclass"
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    assert valid is True
