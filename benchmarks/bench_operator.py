@@ -97,7 +97,9 @@ def start_job(cluster: Emulator, job: dict[str, Any]) -> str:
               "batch.kubernetes.io/job-name": name, "job-name": name}
     cluster.create(PODS, NS, {
         "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": f"{name}-x", "labels": labels},
+        "metadata": {"name": f"{name}-x", "labels": labels, "ownerReferences": [{
+            "apiVersion": "batch/v1", "kind": "Job", "name": name,
+            "uid": job["metadata"]["uid"], "controller": True}]},
         "spec": job["spec"]["template"]["spec"],
     })
     cluster.patch_status(JOBS, NS, name, {"startTime": now_rfc3339(), "active": 1, "ready": 0,

@@ -22,8 +22,11 @@ import kopf
 from umt_migrations.masking import mask_log_records
 from umt_operator import leader
 from umt_operator.api_retries import cap_api_backoffs
+from umt_operator import reasons
+from umt_operator.events import API_VERSION, KIND, WARNING, post
 from umt_operator.jobs import (
     ANNOTATION_OWNER,
+    ANNOTATION_OWNER_UID,
     MANAGED_BY,
     MANAGED_BY_SELECTOR,
     job_name_of,
@@ -124,10 +127,13 @@ async def schema_migration_event(
 @kopf.index(GROUP, VERSION, PLURAL)
 async def schema_migrations(namespace: str | None, name: str, body: kopf.Body,
                             **_: Any) -> dict[Any, Any]:
-    """The SchemaMigrations as last seen by the watch, so a Job event needs no extra read."""
+    """The SchemaMigrations as last seen by the watch, so a Job event needs no extra read.
+
+    Whole enough to stand for the object: apiVersion and kind too (an Event's reference).
+    """
     meta = {k: v for k, v in body.metadata.items() if k != "managedFields"}
-    return {(namespace, name): {"metadata": meta, "spec": dict(body.spec),
-                                "status": dict(body.status)}}
+    return {(namespace, name): {"apiVersion": API_VERSION, "kind": KIND, "metadata": meta,
+                                "spec": dict(body.spec), "status": dict(body.status)}}
 
 
 @kopf.index("batch", "v1", "jobs", labels=MANAGED_BY)
@@ -185,19 +191,44 @@ async def _reconcile_owner(
     schema_migrations: kopf.Index[Any, dict[str, Any]],
     migration_pods: kopf.Index[Any, dict[str, Any]],
 ) -> None:
-    """Reconcile the SchemaMigration that owns ``job``, with the pods as last seen."""
-    owner = (job["metadata"].get("annotations") or {}).get(ANNOTATION_OWNER, "")
-    namespace, _sep, name = owner.partition("/")
+    """Reconcile the SchemaMigration that owns ``job``, with the pods as last seen.
+
+    The owner is the resource named by the Job's ``owner`` annotation only when it lives in
+    the Job's own namespace and its uid is the Job's owner-uid annotation: a Job elsewhere
+    that names a resource is ignored (with a Warning Event on that resource), and a Job of an
+    earlier instance of the same name (deleted, re-created) is not the new one's.
+    """
+    meta = job["metadata"]
+    annotations = meta.get("annotations") or {}
+    namespace, _sep, name = annotations.get(ANNOTATION_OWNER, "").partition("/")
     if not name:
+        return
+    if namespace != meta.get("namespace"):
+        _warn_about_foreign_job(context, job, _first(schema_migrations.get((namespace, name))),
+                                logger)
         return
     context.pod_index = migration_pods
     resource = _first(schema_migrations.get((namespace, name)))
     resource = resource or await context.api.get_schema_migration(namespace, name)
-    if resource is None:
-        context.metrics.job_seen(f"{job['metadata'].get('namespace')}/{job['metadata']['name']}",
-                                 finished=deleted)
-        return  # the resource was deleted: the Job finishes on its own
+    if resource is None or resource["metadata"].get("uid") != annotations.get(ANNOTATION_OWNER_UID):
+        context.metrics.job_seen(f"{namespace}/{meta['name']}", finished=deleted)
+        return  # its resource was deleted (maybe re-created since): the Job finishes on its own
     await reconcile(context, resource, logger, job=job)
+
+
+def _warn_about_foreign_job(context: Context, job: dict[str, Any], victim: Any,
+                            logger: logging.Logger) -> None:
+    """A Warning Event (once per Job) on the resource a Job in another namespace names."""
+    meta = job["metadata"]
+    if victim is None or not context.first_announcement(f"foreign/{meta.get('uid')}"):
+        return
+    where = f"{meta.get('namespace')}/{meta['name']}"
+    message = (f"ignored Job {where}: it names this SchemaMigration as its owner, but only Jobs "
+               f"in namespace {victim['metadata']['namespace']} can be this resource's; "
+               "nothing it says is read")
+    logger.warning("%s (%s)", message, f"{victim['metadata']['namespace']}/"
+                   f"{victim['metadata']['name']}")
+    post(victim, WARNING, reasons.FOREIGN_JOB_IGNORED, message)
 
 
 def _first(values: Any) -> Any:

@@ -69,16 +69,84 @@ def _short_hash(text: str, length: int) -> str:
     return digits
 
 
-def job_name(resource_name: str, generation: int) -> str:
-    """The Job name for one generation of a resource: ``<name>-<generation>-<hash4>``.
+#: The owner's uid in every Job name, as 13 base-36 characters of a SHA-256 digest: 64 bits
+#: (36**13 > 2**64, so no two digests share a rendering). Two resources get the same Job name
+#: only when their uids' 64-bit digests collide: among n resources of one namespace that chance
+#: is at most n*(n-1)/2 / 2**64, about 2.7e-8 for a million resources. Jobs are read only when
+#: their owner-uid annotation is the owner's anyway (:func:`owned_by`); the name keeps two
+#: instances (a resource deleted and re-created under the same name) from meeting at all.
+UID_HASH_LENGTH = 13
+FALLBACK_SUFFIX = "-prev"
 
-    The same inputs always give the same name (so a restart finds the Job it created instead of
-    launching another); a DNS-1123 label of at most 63 characters (the Job controller copies
-    it into a pod label). Long names are cut; the hash of the full name keeps them distinct.
+
+def job_name(resource_name: str, generation: int, uid: str, *, fallback: bool = False) -> str:
+    """The Job of one generation of one resource instance: ``<name>-<generation>-<uid hash>``.
+
+    The same resource (same uid) and generation always give the same name, so a restart finds
+    the Job it created instead of launching another; a re-created resource (new uid) gets a
+    name of its own. ``fallback`` names the rerun of a downgrade with the image that applied
+    the current revision (``…-prev``): it keeps the hash too. A DNS-1123 label of at most 63
+    characters (the Job controller copies it into a pod label): long names are cut, never the
+    generation or the hash.
     """
-    suffix = f"-{generation}-{_short_hash(f'{resource_name}/{generation}', 4)}"
+    suffix = f"-{generation}-{_short_hash(uid, UID_HASH_LENGTH)}"
+    if fallback:
+        suffix += FALLBACK_SUFFIX
     base = _NOT_LABEL_CHARS.sub("-", resource_name.lower()).strip("-") or "smig"
     return base[: _MAX_NAME - len(suffix)].rstrip("-") + suffix
+
+
+def owned_by(job: Mapping[str, Any], namespace: str, uid: str) -> bool:
+    """Whether ``job`` belongs to the resource instance (``namespace``, ``uid``).
+
+    A Job is read, adopted or waited for only when it lives in its owner's namespace and its
+    owner-uid annotation is the owner's uid. Its name and its ``owner`` annotation prove
+    nothing: anyone who may create a Job in any watched namespace can copy them.
+    """
+    meta = job.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    return bool(uid) and meta.get("namespace") == namespace \
+        and annotations.get(ANNOTATION_OWNER_UID) == uid
+
+
+@dataclass(frozen=True)
+class JobOwner:
+    """One instance of a ``SchemaMigration`` at one generation: whose Jobs are whose."""
+
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any]) -> JobOwner:
+        meta = body["metadata"]
+        return cls(namespace=str(meta["namespace"]), name=str(meta["name"]),
+                   uid=str(meta.get("uid") or ""), generation=int(meta.get("generation") or 1))
+
+    @property
+    def job_name(self) -> str:
+        """This generation's Job."""
+        return job_name(self.name, self.generation, self.uid)
+
+    @property
+    def fallback_job_name(self) -> str:
+        """This generation's rerun with the image that applied the current revision."""
+        return job_name(self.name, self.generation, self.uid, fallback=True)
+
+    @property
+    def job_names(self) -> tuple[str, str]:
+        return self.job_name, self.fallback_job_name
+
+    def owns(self, job: Mapping[str, Any]) -> bool:
+        return owned_by(job, self.namespace, self.uid)
+
+
+def controlled_by(pod: Mapping[str, Any], job: Mapping[str, Any]) -> bool:
+    """Whether ``pod`` was created by ``job`` (its controller owner reference is that Job)."""
+    uid = (job.get("metadata") or {}).get("uid")
+    refs = (pod.get("metadata") or {}).get("ownerReferences") or []
+    return bool(uid) and any(ref.get("controller") and ref.get("uid") == uid for ref in refs)
 
 
 def label_value(text: str) -> str:
@@ -294,7 +362,7 @@ def render_job(
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            "name": job_name(name, generation),
+            "name": job_name(name, generation, uid),
             "namespace": namespace,
             "labels": labels,
             "annotations": annotations,

@@ -55,6 +55,17 @@ JOB_FAILED: Final = "JobFailed"
 
 # Failures the operator finds itself.
 INVALID_SPEC: Final = "InvalidSpec"
+#: The API server refused to create the Job (a 4xx other than 409: invalid, forbidden...).
+JOB_REJECTED: Final = "JobRejected"
+#: The Job's name is taken, in the resource's namespace, by a Job the resource does not own.
+JOB_CONFLICT: Final = "JobConflict"
+#: The Job exists but the cluster refuses its pod (the Job controller's ``FailedCreate``
+#: Events: an invalid pod, PodSecurity, a LimitRange, a webhook).
+POD_REJECTED: Final = "PodRejected"
+#: The operator's tenancy policy refuses the spec (image or ServiceAccount not allowed).
+POLICY_DENIED: Final = "PolicyDenied"
+#: Warning Event on a resource named as owner by a Job in another namespace, which is ignored.
+FOREIGN_JOB_IGNORED: Final = "ForeignJobIgnored"
 
 # Pod-level trouble seen while the Job is not finished (the kubelet keeps retrying).
 SECRET_NOT_FOUND: Final = "SecretNotFound"

@@ -4,9 +4,12 @@
     observe it and its pods (as last seen by the pod watch) ─► write status (only when it
     changed) ─► events and metrics ─► a re-check later if a pod waits for a node
 
-Idempotent by name: the Job of a generation has a deterministic name, so any number of events,
-restarts or concurrent triggers end with one Job. A running Job is never deleted or replaced:
-a newer generation waits for it. The database is never contacted here.
+Idempotent by identity: the Job of a generation has a deterministic name carrying the owner's
+uid, so any number of events, restarts or concurrent triggers end with one Job, and a resource
+re-created under the same name runs its own. A Job is read, adopted or waited for only when
+its namespace and owner-uid annotation are the resource's (:meth:`JobOwner.owns`); nothing a
+Job elsewhere says reaches the status. A running Job is never deleted or replaced: a newer
+generation waits for it. The database is never contacted here.
 """
 
 from __future__ import annotations
@@ -22,18 +25,20 @@ from typing import Any
 import kopf
 
 from umt_operator import reasons, rerun
+from umt_operator.events import NORMAL, WARNING, post
 from umt_operator.jobs import (
     ANNOTATION_GENERATION,
     ANNOTATION_IMAGE,
     ANNOTATION_INPUTS,
     ANNOTATION_OWNER_UID,
+    JobOwner,
+    controlled_by,
     job_finished,
     observe_job,
     pod_ended,
     render_job,
     resource_selector,
 )
-from umt_operator.jobs import job_name as generation_job_name
 from umt_operator.kube import KubeAPI
 from umt_operator.metrics import Metrics
 from umt_operator.review import parse_review
@@ -46,6 +51,7 @@ from umt_operator.status import (
     event_message_for_failure,
     event_message_for_success,
     invalid_spec_status,
+    stalled_status,
     make_condition,
     one_line,
     set_condition,
@@ -108,12 +114,12 @@ async def reconcile(
     current generation's.
     """
     meta = body["metadata"]
-    namespace, name = meta["namespace"], meta["name"]
-    async with ctx.lock(namespace, name):
+    owner = JobOwner.of(body)
+    namespace, generation = owner.namespace, owner.generation
+    async with ctx.lock(namespace, owner.name):
         if meta.get("deletionTimestamp"):
             return  # being deleted: the database and any running Job are left alone
         status = dict(body.get("status") or {})
-        generation = int(meta.get("generation") or 1)
         try:
             spec = parse_spec(body.get("spec"))
             review = parse_review(body.get("spec"))
@@ -121,36 +127,40 @@ async def reconcile(
             new_status = invalid_spec_status(generation, status, str(exc))
             if await _write(ctx, body, status, new_status, logger):
                 logger.error("invalid spec: %s", exc)
-                _event(body, "Warning", reasons.INVALID_SPEC, str(exc))
+                post(body, WARNING, reasons.INVALID_SPEC, str(exc))
             return
-        job_name = generation_job_name(name, generation)
-        if _concluded(status, generation, job_name) or rerun.skipped(status, generation):
+        if _concluded(status, owner) or rerun.skipped(status, generation):
             await after_success(_hooks(ctx, body, logger), body, spec, review, status, logger)
             return
-        job = await _current_job(ctx, body, status, job_name, job)
-        if job is None:
-            blocker = await _earlier_job_running(ctx, body, job_name)
-            if blocker is not None and await _replaced_if_never_started(ctx, body, blocker, logger):
-                blocker = None
-            if blocker is not None:
-                waiting = _waiting_status(status, generation, blocker)
-                if await _write(ctx, body, status, waiting, logger):
-                    logger.info(waiting["message"])
-                return
-            if await _unchanged_since_success(ctx, body, spec, status, logger):
-                return  # nothing the run depends on changed: Ready without a Job (rerun.py)
-            digest = None
-            if review is not None:  # plan first; run only the plan, once it may run
-                gate = await before_migration(_hooks(ctx, body, logger), body, spec, review,
-                                              status, logger)
-                if gate.hold:
+        try:
+            found = await _current_job(ctx, owner, status, job)
+            if found is None:
+                blocker = await _earlier_job_running(ctx, owner, status)
+                if blocker is not None and \
+                        await _replaced_if_never_started(ctx, body, blocker, logger):
+                    blocker = None
+                if blocker is not None:
+                    waiting = _waiting_status(status, generation, blocker)
+                    if await _write(ctx, body, status, waiting, logger):
+                        logger.info(waiting["message"])
                     return
-                digest = gate.digest
-            job = await _create_job(ctx, body, spec, job_name, _image(ctx, spec), logger,
-                                    plan_digest=digest)
-        pods = await _pods(ctx, namespace, job)
-        job, job_name, pods = await _fallback_for_downgrade(ctx, body, spec, dict(job), pods,
-                                                            logger)
+                if await _unchanged_since_success(ctx, body, spec, status, logger):
+                    return  # nothing the run depends on changed: Ready without a Job (rerun.py)
+                digest = None
+                if review is not None:  # plan first; run only the plan, once it may run
+                    gate = await before_migration(_hooks(ctx, body, logger), body, spec,
+                                                  review, status, logger)
+                    if gate.hold:
+                        return
+                    digest = gate.digest
+                found = await _create_job(ctx, body, spec, owner.job_name, _image(ctx, spec),
+                                          logger, plan_digest=digest)
+            pods = await _pods(ctx, namespace, found)
+            job, job_name, pods = await _fallback_for_downgrade(ctx, body, spec, dict(found),
+                                                                pods, logger)
+        except JobRefused as refusal:
+            await _report_refusal(ctx, body, status, refusal, logger)
+            return
         now = datetime.now(UTC)
         new_status = compute_status(
             generation=generation,
@@ -170,6 +180,25 @@ async def reconcile(
             _recheck_when_unschedulable(ctx, body, job, pods, now, logger)
 
 
+class JobRefused(Exception):
+    """This generation's Job cannot be had: the status says why (``reason``), in one line."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+async def _report_refusal(ctx: Context, body: Mapping[str, Any], status: Mapping[str, Any],
+                          refusal: JobRefused, logger: logging.Logger) -> None:
+    """``Stalled`` with the refusal's reason; a Warning Event and an ERROR line when new."""
+    generation = int(body["metadata"].get("generation") or 1)
+    new_status = stalled_status(generation, status, refusal.reason, refusal.message)
+    if await _write(ctx, body, status, new_status, logger):
+        logger.error("%s: %s", refusal.reason, refusal.message)
+        post(body, WARNING, refusal.reason, refusal.message)
+
+
 #: The Job metadata the pipeline reads (its name, and the owner, image and generation the
 #: operator wrote into its annotations); the pod template and the rest are not kept.
 _JOB_METADATA = ("name", "namespace", "uid", "creationTimestamp", "annotations")
@@ -187,7 +216,13 @@ def slim_pod(pod: Mapping[str, Any]) -> dict[str, Any]:
     meta = pod["metadata"]
     status = pod.get("status") or {}
     return {
-        "metadata": {k: meta.get(k) for k in ("name", "namespace", "uid", "creationTimestamp")},
+        "metadata": {
+            **{k: meta.get(k) for k in ("name", "namespace", "uid", "creationTimestamp")},
+            # the Job controller's reference: only a pod its Job created is read for that Job
+            "ownerReferences": [{"uid": ref.get("uid"), "controller": True}
+                                for ref in meta.get("ownerReferences") or []
+                                if ref.get("controller")],
+        },
         "status": {
             "phase": status.get("phase"),
             "conditions": list(status.get("conditions") or []),
@@ -208,23 +243,26 @@ async def _pods(ctx: Context, namespace: str, job: Mapping[str, Any]) -> list[di
     if not job.get("status"):
         return []
     name = job["metadata"]["name"]
-    seen = _indexed_pods(ctx, namespace, name)
+    seen = _indexed_pods(ctx, namespace, job)
     if seen is not None and job_finished(job) and not any(pod_ended(pod) for pod in seen):
         # The Job's verdict came in before its pod's last event (two watches, no order
         # between them): that event is a moment away; wait for it rather than read.
         event = ctx.pod_events.setdefault((namespace, name), asyncio.Event())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), POD_EVENT_GRACE)
-        seen = _indexed_pods(ctx, namespace, name)
+        seen = _indexed_pods(ctx, namespace, job)
     if seen is None or (job_finished(job) and not any(pod_ended(pod) for pod in seen)):
-        seen = await ctx.api.list_pods(namespace, name)
+        seen = [pod for pod in await ctx.api.list_pods(namespace, name) if controlled_by(pod, job)]
     return sorted(seen, key=lambda pod: str(pod["metadata"].get("creationTimestamp") or ""))
 
 
-def _indexed_pods(ctx: Context, namespace: str, name: str) -> list[dict[str, Any]] | None:
+def _indexed_pods(ctx: Context, namespace: str, job: Mapping[str, Any]
+                  ) -> list[dict[str, Any]] | None:
+    """The pods the watch saw for ``job``: only those its Job controller created."""
     if ctx.pod_index is None:
         return None
-    return [dict(pod) for pod in ctx.pod_index.get((namespace, name), [])]
+    pods = ctx.pod_index.get((namespace, job["metadata"]["name"]), [])
+    return [dict(pod) for pod in pods if controlled_by(pod, job)]
 
 
 def _log_pod_trouble(body: Mapping[str, Any], old: Mapping[str, Any], new: Mapping[str, Any],
@@ -237,7 +275,7 @@ def _log_pod_trouble(body: Mapping[str, Any], old: Mapping[str, Any], new: Mappi
     if old.get("message") != new.get("message"):
         reason, message = str(stalled.get("reason")), str(new.get("message"))
         logger.warning("%s: %s", reason, message)
-        _event(body, "Warning", reason, message)
+        post(body, WARNING, reason, message)
 
 
 def _recheck_when_unschedulable(
@@ -265,23 +303,25 @@ def _recheck_when_unschedulable(
 
 async def _current_job(
     ctx: Context,
-    body: Mapping[str, Any],
+    owner: JobOwner,
     status: Mapping[str, Any],
-    job_name: str,
     seen: Mapping[str, Any] | None,
 ) -> Mapping[str, Any] | None:
     """This generation's Job: as just seen, else read, else None (nothing created yet).
 
+    Only a Job the resource instance owns counts (:meth:`JobOwner.owns`): a Job of that name
+    owned by anything else is not read here, and creating ours then reports the conflict.
     Before the first status of a generation there is nothing to read, unless an earlier
     operator process created the Job and stopped before writing status; creating is then
-    idempotent by name (409 returns the existing Job), so skipping the read is safe.
+    idempotent (409 returns the existing Job, checked the same way), so skipping the read is
+    safe.
     """
-    if seen is not None and seen["metadata"]["name"] == job_name:
+    if seen is not None and seen["metadata"]["name"] == owner.job_name and owner.owns(seen):
         return seen
-    if status.get("jobName") not in (job_name, fallback_job_name(job_name)) and \
-            int(body["metadata"].get("generation") or 1) <= 1:
+    if status.get("jobName") not in owner.job_names and owner.generation <= 1:
         return None
-    return await ctx.api.get_job(body["metadata"]["namespace"], job_name)
+    job = await ctx.api.get_job(owner.namespace, owner.job_name)
+    return job if job is not None and owner.owns(job) else None
 
 
 def worth_reconciling(event_type: str | None, body: Mapping[str, Any]) -> bool:
@@ -295,11 +335,10 @@ def worth_reconciling(event_type: str | None, body: Mapping[str, Any]) -> bool:
     if event_type != "MODIFIED":
         return True
     status = body.get("status") or {}
-    generation = int(body["metadata"].get("generation") or 1)
-    name = generation_job_name(body["metadata"]["name"], generation)
+    owner = JobOwner.of(body)
     return not (
-        status.get("observedGeneration") == generation
-        and status.get("jobName") in (name, fallback_job_name(name))
+        status.get("observedGeneration") == owner.generation
+        and status.get("jobName") in owner.job_names
         and status.get("phase") in ("Pending", "Running")
         and _condition_status(status, "Stalled") != "True"
     )
@@ -310,14 +349,6 @@ def job_worth_reconciling(event_type: str | None, job: Mapping[str, Any]) -> boo
     return event_type != "ADDED" or bool(job.get("status"))
 
 
-def _event(body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
-    """Post an Event about ``body`` (kopf reads its apiVersion, kind and metadata only)."""
-    # kopf annotates its own Body class; any mapping of a Kubernetes object is what it reads.
-    # Every Event's message is masked here, the one place they are posted from.
-    kopf.event(dict(body), type=type_, reason=reason,  # type: ignore[arg-type]
-               message=one_line(message))
-
-
 def _condition_status(status: Mapping[str, Any], type_: str) -> str | None:
     for condition in status.get("conditions") or []:
         if condition.get("type") == type_:
@@ -326,11 +357,11 @@ def _condition_status(status: Mapping[str, Any], type_: str) -> str | None:
     return None
 
 
-def _concluded(status: Mapping[str, Any], generation: int, job_name: str) -> bool:
+def _concluded(status: Mapping[str, Any], owner: JobOwner) -> bool:
     """This generation's run already ended and was recorded: nothing left to do."""
     return (
-        status.get("observedGeneration") == generation
-        and status.get("jobName") in (job_name, fallback_job_name(job_name))
+        status.get("observedGeneration") == owner.generation
+        and status.get("jobName") in owner.job_names
         and status.get("phase") in FINISHED_PHASES
     )
 
@@ -356,7 +387,7 @@ def _hooks(ctx: Context, body: Mapping[str, Any], logger: kopf.Logger) -> Hooks:
         ctx.rechecks[key] = asyncio.get_running_loop().create_task(later())
 
     return Hooks(api=ctx.api, settings=ctx.settings, write=write,
-                 event=lambda type_, reason, message: _event(body, type_, reason, message),
+                 event=lambda type_, reason, message: post(body, type_, reason, message),
                  recheck=recheck)
 
 
@@ -395,7 +426,9 @@ async def _create_job(
         ctx.metrics.jobs_created.inc()
         message = f"created Job {job_name} to migrate to {spec.target_revision} with {image}"
         logger.info(message)
-        _event(body, "Normal", reasons.JOB_CREATED, message)
+        post(body, NORMAL, reasons.JOB_CREATED, message)
+    elif not JobOwner.of(body).owns(job):  # 409: the name is taken by a Job that is not ours
+        raise JobRefused(reasons.JOB_CONFLICT, _conflict_message(job, meta))
     return job
 
 
@@ -422,22 +455,28 @@ async def _unchanged_since_success(
     new_status = rerun.unchanged_status(status, generation, success, datetime.now(UTC))
     if await _write(ctx, body, status, new_status, logger):
         logger.info(new_status["message"])
-        _event(body, "Normal", reasons.INPUTS_UNCHANGED, new_status["message"])
+        post(body, NORMAL, reasons.INPUTS_UNCHANGED, new_status["message"])
     return True
 
 
+def _conflict_message(job: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
+    found = (job.get("metadata") or {}).get("annotations") or {}
+    return (f"a Job named {job['metadata']['name']} already exists in namespace "
+            f"{meta['namespace']} and does not belong to this resource (its owner-uid is "
+            f"{found.get(ANNOTATION_OWNER_UID) or 'missing'}, this resource's is "
+            f"{meta.get('uid')}); it is ignored: delete it, or re-create this resource")
+
+
 async def _earlier_job_running(
-    ctx: Context, body: Mapping[str, Any], job_name: str
+    ctx: Context, owner: JobOwner, status: Mapping[str, Any]
 ) -> dict[str, Any] | None:
-    """A Job of an earlier generation of this resource that has not finished, if any."""
-    meta = body["metadata"]
-    if int(meta.get("generation") or 1) <= 1:
-        return None  # the first generation has no earlier Jobs
-    jobs = await ctx.api.list_jobs(meta["namespace"], resource_selector(meta["name"]))
+    """Another Job of this resource instance (an earlier generation's) still running, if any."""
+    if owner.generation <= 1 and not status.get("jobName"):
+        return None  # a new resource has no other Jobs (a status naming one: an older operator's)
+    jobs = await ctx.api.list_jobs(owner.namespace, resource_selector(owner.name))
     for job in jobs:
-        annotations = job["metadata"].get("annotations") or {}
-        if (job["metadata"]["name"] == job_name or job_kind(job) != "migrate"
-                or annotations.get(ANNOTATION_OWNER_UID) != meta.get("uid")):
+        if job["metadata"]["name"] in owner.job_names or job_kind(job) != "migrate" \
+                or not owner.owns(job):
             continue
         if not observe_job(job, []).finished:
             return job
@@ -463,7 +502,7 @@ async def _replaced_if_never_started(
     message = (f"deleted Job {name} of an earlier generation: its pod never started ({why}), "
                "so it never touched the database")
     logger.info(message)
-    _event(body, "Normal", reasons.JOB_REPLACED, message)
+    post(body, NORMAL, reasons.JOB_REPLACED, message)
     return True
 
 
@@ -518,22 +557,19 @@ async def _fallback_for_downgrade(
     report = observation.report
     if not (observation.failed and report and report.current_revision_unknown):
         return job, name, pods
-    namespace = body["metadata"]["namespace"]
-    fallback_name = fallback_job_name(name)
-    fallback = await ctx.api.get_job(namespace, fallback_name)
+    owner = JobOwner.of(body)
+    fallback_name = owner.fallback_job_name
+    fallback = await ctx.api.get_job(owner.namespace, fallback_name)
+    if fallback is not None and not owner.owns(fallback):
+        raise JobRefused(reasons.JOB_CONFLICT, _conflict_message(fallback, body["metadata"]))
     if fallback is None:
         logger.info(
             "image %s does not know revision %s; downgrading with %s, which applied it",
             used_image, report.from_revision, applied_image,
         )
         fallback = await _create_job(ctx, body, spec, fallback_name, applied_image, logger)
-    pods = await _pods(ctx, namespace, fallback)
+    pods = await _pods(ctx, owner.namespace, fallback)
     return fallback, fallback_name, pods
-
-
-def fallback_job_name(job_name: str) -> str:
-    """The Job that reruns a generation with the image that applied the current revision."""
-    return f"{job_name[:58]}-prev"
 
 
 async def _write(
@@ -589,7 +625,7 @@ def _observe_for_metrics(
         ctx.metrics.run_ended(result="succeeded", direction=direction, reason=reasons.SUCCEEDED,
                               seconds=seconds)
         logger.info(message)
-        _event(body, "Normal", reasons.SUCCEEDED, message)
+        post(body, NORMAL, reasons.SUCCEEDED, message)
     else:
         stalled: Mapping[str, Any] = next(
             (c for c in new.get("conditions", []) if c["type"] == "Stalled"), {})
@@ -597,4 +633,4 @@ def _observe_for_metrics(
         message = event_message_for_failure(job["metadata"]["name"], observation)
         ctx.metrics.run_ended(result="failed", direction=direction, reason=reason, seconds=seconds)
         logger.error(message)
-        _event(body, "Warning", reason, message)
+        post(body, WARNING, reason, message)

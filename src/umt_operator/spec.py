@@ -243,9 +243,9 @@ def _parse_secret_ref(database: Any, problems: list[str]) -> SecretRef:
         return SecretRef(name="", key=DEFAULT_SECRET_KEY)
     name = ref.get("name")
     key = ref.get("key", DEFAULT_SECRET_KEY)
-    if not isinstance(name, str) or len(name) > 253 or not re.search(SECRET_NAME_PATTERN, name):
+    if not isinstance(name, str) or len(name) > 253 or not re.fullmatch(SECRET_NAME_PATTERN, name):
         problems.append(SECRET_NAME_MESSAGE)
-    if not isinstance(key, str) or len(key) > 253 or not re.search(SECRET_KEY_PATTERN, key):
+    if not isinstance(key, str) or len(key) > 253 or not re.fullmatch(SECRET_KEY_PATTERN, key):
         problems.append(SECRET_KEY_MESSAGE)
     return SecretRef(name=str(name or ""), key=str(key or ""))
 
@@ -278,9 +278,9 @@ def _string_map(job: Mapping[str, Any], key: str, problems: list[str]) -> dict[s
 
 def _check_labels(labels: Mapping[str, str], problems: list[str]) -> None:
     for key, value in labels.items():
-        if len(key.rpartition("/")[2]) > 63 or not re.search(LABEL_KEY_PATTERN, key):
+        if len(key.rpartition("/")[2]) > 63 or not re.fullmatch(LABEL_KEY_PATTERN, key):
             problems.append(f"job.podLabels: {key!r} is not a valid label key")
-        if len(value) > 63 or not re.search(LABEL_VALUE_PATTERN, value):
+        if len(value) > 63 or not re.fullmatch(LABEL_VALUE_PATTERN, value):
             problems.append(f"job.podLabels: value of {key!r} is not a valid label value")
 
 
@@ -316,7 +316,7 @@ def _parse_resources(resources: Any, problems: list[str]) -> dict[str, dict[str,
             problems.append(f"job.resources.{section} must map resource names to quantities")
             continue
         for name, quantity in values.items():
-            if isinstance(quantity, bool) or not re.search(QUANTITY_PATTERN, str(quantity)):
+            if isinstance(quantity, bool) or not re.fullmatch(QUANTITY_PATTERN, str(quantity)):
                 problems.append(
                     f"job.resources.{section}.{name}: {quantity!r} is not a quantity "
                     "(e.g. 100m, 512Mi, 2)"

@@ -37,6 +37,7 @@ __all__ = [
     "find_condition",
     "invalid_spec_status",
     "is_ready",
+    "stalled_status",
     "make_condition",
     "observe_job",
     "one_line",
@@ -249,7 +250,7 @@ def _progress(
     if obs.latest_pod_ended:
         detail = event_message_for_failure(job_name, obs)
         message = f"Job {job_name}: attempt {max(obs.failed_attempts, 1)} failed ({detail}); " \
-                  "the Job retries or fails"
+                  + _what_follows(obs.exit_code)
         return _Outcome("progressing", RUNNING, reasons.MIGRATING, message, {})
     if not obs.running:
         waiting = f": {obs.pending_message}" if obs.pending_message else ""
@@ -263,6 +264,18 @@ def _progress(
             message += f"; the previous one failed: {event_message_for_failure(job_name, obs)}"
         message += ")"
     return _Outcome("progressing", RUNNING, reasons.MIGRATING, message, {})
+
+
+#: Exit codes the Job's podFailurePolicy fails at once (``FailJob``), with what they mean.
+_NEVER_RETRIED = {2: "an invalid request", 3: "a migration failed"}
+
+
+def _what_follows(exit_code: int | None) -> str:
+    """What the Job controller does after a failed attempt with ``exit_code``."""
+    if exit_code in _NEVER_RETRIED:
+        return (f"exit code {exit_code} ({_NEVER_RETRIED[exit_code]}) is never retried: "
+                "the Job fails")
+    return "the Job retries it while its backoffLimit allows, then fails"
 
 
 def _success(obs: JobObservation, job_name: str, target: str, image: str) -> _Outcome:
@@ -388,30 +401,44 @@ def _last_success(job: Mapping[str, Any] | None, job_name: str) -> dict[str, Any
     return {"generation": int(str(generation)), "jobName": job_name, "inputs": inputs}
 
 
+def stalled_status(
+    generation: int,
+    previous_status: Mapping[str, Any] | None,
+    reason: str,
+    message: str,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Status patch for a generation that gets no Job: ``Stalled`` with ``reason``.
+
+    For a spec the operator refuses (``InvalidSpec``, ``PolicyDenied``) or a Job the cluster
+    refuses (``JobRejected``, ``JobConflict``). Revision fields are left alone (the database
+    did not move); ``jobName`` is removed (this generation has no Job).
+    """
+    text = one_line(f"{reason}: {message}")
+    return {
+        "observedGeneration": generation,
+        "phase": FAILED,
+        "jobName": None,
+        "message": text,
+        "conditions": _kstatus_conditions(
+            previous_status or {},
+            state="stalled",
+            reason=reason,
+            message=text,
+            generation=generation,
+            now=now or datetime.now(UTC),
+        ),
+    }
+
+
 def invalid_spec_status(
     generation: int,
     previous_status: Mapping[str, Any] | None,
     message: str,
     now: datetime | None = None,
 ) -> dict[str, Any]:
-    """Status patch for a spec the operator refuses: ``Stalled`` with reason ``InvalidSpec``.
-
-    Revision fields are left alone: the database did not move.
-    """
-    text = one_line(f"{reasons.INVALID_SPEC}: {message}")
-    return {
-        "observedGeneration": generation,
-        "phase": FAILED,
-        "message": text,
-        "conditions": _kstatus_conditions(
-            previous_status or {},
-            state="stalled",
-            reason=reasons.INVALID_SPEC,
-            message=text,
-            generation=generation,
-            now=now or datetime.now(UTC),
-        ),
-    }
+    """Status patch for a spec the operator refuses: ``Stalled`` with reason ``InvalidSpec``."""
+    return stalled_status(generation, previous_status, reasons.INVALID_SPEC, message, now)
 
 
 def is_ready(status: Mapping[str, Any] | None, generation: int) -> bool:

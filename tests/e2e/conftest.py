@@ -2,8 +2,8 @@
 
 The chart is installed once per run, as a platform team would: `helm install` of
 charts/umt-migrations-operator into a namespace of its own (restricted Pod Security), watching
-one application namespace (also restricted), so the real apiserver enforces the chart's
-namespaced RBAC and the pods' security settings. Everything the run created is removed at the
+one application namespace and another tenant's (both restricted), so the real apiserver
+enforces the chart's namespaced RBAC and the pods' security settings. Everything the run created is removed at the
 end, whatever happened.
 """
 
@@ -30,6 +30,8 @@ class Installation:
         self.cluster, self.target, self.databases = cluster, target, databases
         self.system = f"umt-e2e-system-{suffix}"
         self.apps = f"umt-e2e-apps-{suffix}"
+        #: Another tenant's namespace, watched too: nothing there may change `apps`.
+        self.other = f"umt-e2e-other-{suffix}"
         self.installed = False
         self.crd_created = False
 
@@ -39,11 +41,11 @@ class Installation:
                 "--set", f"image.tag={self.target.tag}",
                 "--set", "image.pullPolicy=IfNotPresent",
                 "--set", "runner.defaultImagePullPolicy=IfNotPresent",
-                "--set", f"watchNamespaces={{{self.apps}}}",
+                "--set", f"watchNamespaces={{{self.apps},{self.other}}}",
                 "--set", f"crds.install={str(self.crd_created).lower()}"]
 
     def install(self) -> None:
-        for namespace in (self.system, self.apps):
+        for namespace in (self.system, self.apps, self.other):
             self.cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {
                 "name": namespace,
                 "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})
@@ -68,7 +70,7 @@ class Installation:
     def cleanup(self) -> None:
         with contextlib.suppress(AssertionError):
             self.uninstall()
-        for namespace in (self.apps, self.system):
+        for namespace in (self.apps, self.other, self.system):
             self.cluster.kubectl("delete", "namespace", namespace, "--wait=false",
                                  "--ignore-not-found", check=False)
         if self.crd_created:

@@ -5,7 +5,9 @@ real database. The scenarios run in order and end with `helm uninstall`.
 
 from __future__ import annotations
 
+import json
 import time
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -140,6 +142,10 @@ def test_upgrade_to_head_with_one_job(operator: Installation) -> None:
                "the restarted operator holds the Lease")
     assert len(jobs_of(operator, "app1")) == 1
     assert smig(operator, "app1")["status"]["observedGeneration"] == 1
+    # Issue 15 §4: `kubectl describe` finds Events by involvedObject kind, name and uid.
+    described = operator.cluster.kubectl("-n", operator.apps, "describe", "smig", "app1").stdout
+    events = described[described.index("Events:"):]
+    assert "JobCreated" in events and "Succeeded" in events, described
 
 
 def test_downgrade_refused_then_allowed(operator: Installation) -> None:
@@ -166,9 +172,10 @@ def test_missing_secret_is_stalled_within_seconds(operator: Installation) -> Non
 
 
 def test_unpullable_image_is_reported(operator: Installation) -> None:
-    fresh_database(operator, "badimage")
+    fresh_database(operator, "badimage")  # a tag that does not exist, of an allowed repository
     add_migration(operator, "badimage", "badimage",
-                  image="registry.invalid/umt/does-not-exist:0.0.0", imagePullPolicy="Always")
+                  image=f"{operator.target.repository}:does-not-exist-0.0.0",
+                  imagePullPolicy="Always")
     obj = wait_for(operator, "badimage", "Stalled", "ImagePullFailed", timeout=300)
     assert "does-not-exist" in obj["status"]["message"]
 
@@ -226,6 +233,128 @@ def test_ha_failover(operator: Installation) -> None:
     assert obj["status"]["currentRevision"] == HEAD == operator.databases.revision(database)
     assert len(jobs_of(operator, "app5")) == 1
     assert lease_holder(operator) == standby
+
+
+# --- issue 13: one namespace cannot touch another; refusals are reported ----------------------
+
+
+def events_of(op: Installation, name: str, reason: str) -> list[dict[str, Any]]:
+    return op.cluster.get("events", "-n", op.apps, "--field-selector",
+                          f"involvedObject.kind=SchemaMigration,involvedObject.name={name},"
+                          f"reason={reason}")["items"]
+
+
+def seconds_between(earlier: str, later: str) -> float:
+    """Seconds from one RFC 3339 timestamp to another (whole seconds, as both are written)."""
+    def parse(text: str) -> datetime:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return (parse(later) - parse(earlier)).total_seconds()
+
+
+def test_a_recreated_resource_runs_a_new_job(operator: Installation) -> None:
+    """Issue 13, finding 2: delete + re-create with the same name and spec runs a new Job
+    (it used to adopt the old one by name and report its verdict)."""
+    fresh_database(operator, "app6")
+    add_migration(operator, "app6", "app6")
+    first = wait_for(operator, "app6", "Ready", "Succeeded")
+    operator.cluster.kubectl("-n", operator.apps, "delete", "smig", "app6", "--timeout=30s")
+    add_migration(operator, "app6", "app6")
+    second = wait_for(operator, "app6", "Ready", "Succeeded")
+    assert second["metadata"]["uid"] != first["metadata"]["uid"]
+    assert second["status"]["jobName"] != first["status"]["jobName"]
+    job = operator.cluster.get("job", second["status"]["jobName"], "-n", operator.apps)
+    assert job["metadata"]["annotations"]["migrations.umt.dev/owner-uid"] == \
+        second["metadata"]["uid"]
+    assert job["status"].get("succeeded") == 1
+    assert second["status"]["direction"] == "none"  # its own run found the database at head
+
+
+def test_a_forged_job_in_another_namespace_changes_nothing(operator: Installation) -> None:
+    """Issue 13, finding 1: a tenant copies the victim's Job (name, labels, owner
+    annotations) into its own namespace, with a success report: the victim stays Stalled and
+    gets a Warning Event naming the foreign Job."""
+    add_migration(operator, "victim", "victim-secret-missing")
+    stalled = wait_for(operator, "victim", "Stalled", "SecretNotFound", timeout=120)
+    (real,) = jobs_of(operator, "victim")
+    report = json.dumps({"ok": True, "direction": "upgrade", "fromRevision": None,
+                         "toRevision": HEAD, "targetRevision": HEAD, "applied": REVISIONS})
+    script = f"open('/dev/termination-log', 'w').write({report!r})"
+    operator.cluster.apply({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": real["metadata"]["name"], "labels": real["metadata"]["labels"],
+                     "annotations": {**real["metadata"]["annotations"],
+                                     "migrations.umt.dev/image": "evil.example/steal:1"}},
+        "spec": {"backoffLimit": 0, "template": {
+            "metadata": {"labels": real["spec"]["template"]["metadata"]["labels"]},
+            "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False,
+                     "securityContext": {"runAsNonRoot": True, "runAsUser": 10001,
+                                         "seccompProfile": {"type": "RuntimeDefault"}},
+                     "containers": [{
+                         "name": "migrate", "image": operator.target.image,
+                         "imagePullPolicy": "IfNotPresent",
+                         "command": ["python", "-c", script],
+                         "securityContext": {"allowPrivilegeEscalation": False,
+                                             "capabilities": {"drop": ["ALL"]}}}]}}},
+    }, operator.other)
+    eventually(lambda: (operator.cluster.get("job", real["metadata"]["name"], "-n",
+                                             operator.other) or {}).get("status", {})
+               .get("succeeded"), 300, "the forged Job succeeds")
+    warning = eventually(lambda: events_of(operator, "victim", "ForeignJobIgnored"), 60,
+                         "a Warning Event naming the foreign Job")
+    assert f"{operator.other}/{real['metadata']['name']}" in warning[0]["message"]
+    after = smig(operator, "victim")
+    assert condition(after, "Stalled")["reason"] == "SecretNotFound"
+    assert condition(after, "Ready")["status"] == "False"
+    assert "appliedImage" not in after["status"] and "currentRevision" not in after["status"]
+    assert after["status"]["conditions"] == stalled["status"]["conditions"]
+
+
+def test_an_image_with_a_trailing_space_is_refused_within_seconds(
+        operator: Installation) -> None:
+    """Issue 13, finding 5: the CRD refuses it at apply time (CEL rule); with a CRD installed
+    by an older release, the Job controller's refusal of the pod is reported (PodRejected)."""
+    fresh_database(operator, "spaced")
+    manifest = {"apiVersion": "migrations.umt.dev/v1alpha1", "kind": "SchemaMigration",
+                "metadata": {"name": "spaced"},
+                "spec": {"targetRevision": "head", "image": f"{operator.target.image} ",
+                         "database": {"urlSecretRef": {"name": "spaced", "key": "url"}}}}
+    started = time.monotonic()
+    applied = operator.cluster.kubectl("-n", operator.apps, "apply", "-f", "-",
+                                       input=json.dumps(manifest), check=False)
+    if applied.returncode != 0:
+        assert "whitespace" in applied.stderr, applied.stderr
+        print(f"\nrefused by the CRD in {time.monotonic() - started:.1f} s")
+        return
+    obj = wait_for(operator, "spaced", "Stalled", "PodRejected", timeout=60)
+    assert "whitespace" in obj["status"]["message"]
+
+
+def test_a_pod_security_violation_is_reported_within_seconds(operator: Installation) -> None:
+    """Issue 13, finding 5: the namespace enforces `restricted`; an unconfined AppArmor
+    profile through job.podAnnotations makes the Job controller's pod creation fail
+    (FailedCreate). The resource is Stalled (PodRejected) within seconds of that Event."""
+    fresh_database(operator, "unconfined")
+    add_migration(operator, "unconfined", "unconfined", job={"podAnnotations": {
+        "container.apparmor.security.beta.kubernetes.io/migrate": "unconfined"}})
+    obj = wait_for(operator, "unconfined", "Stalled", "PodRejected", timeout=60)
+    assert "PodSecurity" in obj["status"]["message"], obj["status"]["message"]
+    job = obj["status"].get("jobName") or jobs_of(operator, "unconfined")[0]["metadata"]["name"]
+    refusals = operator.cluster.get("events", "-n", operator.apps, "--field-selector",
+                                    f"involvedObject.kind=Job,involvedObject.name={job},"
+                                    "reason=FailedCreate")["items"]
+    first = min(e.get("firstTimestamp") or e["eventTime"] for e in refusals)
+    reported = condition(obj, "Stalled")["lastTransitionTime"]
+    delay = seconds_between(first, reported)
+    print(f"\nPodRejected {delay:.0f} s after the first FailedCreate Event")
+    assert delay <= 5
+
+
+def test_a_policy_denied_image_gets_no_job(operator: Installation) -> None:
+    """Issue 13, finding 7: by default only the operator's own image repository may run."""
+    add_migration(operator, "elsewhere", "elsewhere", image="registry.invalid/other/tool:1")
+    obj = wait_for(operator, "elsewhere", "Stalled", "PolicyDenied", timeout=60)
+    assert "registry.invalid/other/tool:1" in obj["status"]["message"]
+    assert jobs_of(operator, "elsewhere") == []
 
 
 def test_uninstall_is_clean_and_keeps_the_crd_and_databases(operator: Installation) -> None:

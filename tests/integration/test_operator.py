@@ -69,18 +69,20 @@ def settings() -> Any:
 class Operator:
     """Starts and stops the real operator against the test's emulator."""
 
-    def __init__(self, emulator: Emulator, start: Any, registry: Any, settings: Any) -> None:
+    def __init__(self, emulator: Emulator, start: Any, registry: Any, settings: Any,
+                 namespaces: tuple[str, ...] = (NS,)) -> None:
         from umt_operator.metrics import Metrics
 
         self.emulator, self._start = emulator, start
         self.registry, self.settings = registry, settings
+        self.namespaces = list(namespaces)
         self.metrics = Metrics()
         self._running: Any = None
 
     def start(self) -> None:
         memo = kopf.Memo(settings=self.settings, metrics=self.metrics,
                          connection=kopf.ConnectionInfo(server=self.emulator.url))
-        self._running = self._start(self.registry, [NS], memo=memo)
+        self._running = self._start(self.registry, self.namespaces, memo=memo)
         self._running.__enter__()
 
     def stop(self) -> None:
@@ -441,3 +443,25 @@ def test_unknown_current_revision_without_downgrade_permission_stalls(
     obj = wait_condition(emulator, "umt-schema", "Stalled", "RevisionNotFound", generation=2)
     assert HEAD in obj["status"]["message"]
     assert len(jobs_of(emulator, "umt-schema")) == 2  # no second try without allowDowngrade
+
+
+def test_events_are_shown_by_kubectl_describe(
+        emulator: Emulator, operator: Operator, kubelet: FakeKubelet, pg_url: str,
+        kubectl: Any) -> None:
+    """Issue 15 §4: Events posted from a Job's event (the resource as the index holds it)
+    lacked apiVersion and kind, so `kubectl describe` never showed them. It finds Events by
+    involvedObject kind, name, namespace and uid: every Event must carry the full reference."""
+    add_migration(emulator)  # no Secret: a Warning from the pod path first
+    wait_condition(emulator, "umt-schema", "Stalled", "SecretNotFound")
+    add_secret(emulator, pg_url)
+    obj = wait_condition(emulator, "umt-schema", "Ready", "Succeeded")
+    emulator.wait_for(lambda: {"JobCreated", "SecretNotFound", "Succeeded"}
+                      <= set(event_reasons(emulator, "umt-schema")))
+    for event in emulator.list(EVENTS, NS):
+        assert event["involvedObject"] == {
+            "apiVersion": "migrations.umt.dev/v1alpha1", "kind": "SchemaMigration",
+            "name": "umt-schema", "namespace": NS, "uid": obj["metadata"]["uid"]}, event
+    described = kubectl("describe", "smig", "umt-schema").stdout
+    events = described[described.index("Events:"):]
+    for reason in ("JobCreated", "SecretNotFound", "Succeeded"):
+        assert reason in events, described

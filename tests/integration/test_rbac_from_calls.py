@@ -2,9 +2,9 @@
 
 The API emulator records every call it serves (tests/k8s/audit.py: verb, group, resource, name,
 as the apiserver's authorizer sees them, and who sent it). The calls the operator sent during
-its own scenarios (tests/integration/test_operator.py, the pod-trouble and HA tests) are checked
-against the chart's rules through an RBAC authorizer written after Kubernetes' own: every call
-must be allowed, every rule must be used by some call, and nothing reaches Secrets. The cluster-wide
+its own scenarios (tests/integration/test_operator*.py and the HA tests) are checked against the
+chart's rules through an RBAC authorizer written after Kubernetes' own: every call must be
+allowed, every rule must be used by some call, and nothing reaches Secrets. The cluster-wide
 ClusterRole and the namespaced Roles (watchNamespaces) are checked separately.
 
 The recording comes from this pytest session when it ran those scenarios before this file (the
@@ -33,6 +33,7 @@ from tests.k8s.emulator import CONFIGMAPS, Emulator
 CHART = REPO_ROOT / "charts" / "umt-migrations-operator"
 SCENARIO_FILES = ("tests/integration/test_operator.py",
                   "tests/integration/test_operator_pod_trouble.py",
+                  "tests/integration/test_operator_tenancy.py",
                   "tests/integration/test_ha.py",
                   "tests/integration/test_review_operator.py")
 #: How the scenarios run the operator: in namespace "default", with the Lease of the default
@@ -158,17 +159,23 @@ class Grants:
                    for scope, rule in self.scoped_rules)
 
     def unused(self, calls: set[Call]) -> list[str]:
-        """Each (verb, group, resource[, name]) a rule grants that no recorded call used."""
-        unused = []
+        """Each (verb, group, resource[, name]) a rule grants that no recorded call used.
+
+        The same rule granted in several watched namespaces (one Role each) counts as used
+        when a call used it in any of them: the scenarios need not create a Job everywhere.
+        """
+        scopes: dict[tuple[str, str, str, str], list[str | None]] = {}
         for scope, rule in self.scoped_rules:
-            for verb, group, resource, name in itertools.product(
-                    rule["verbs"], rule["apiGroups"], rule["resources"],
-                    rule.get("resourceNames") or [""]):
-                if not any(call.verb == verb and call.group == group
-                           and call.resource == resource and (not name or call.name == name)
-                           and (scope is None or call.namespace == scope) for call in calls):
-                    unused.append(f"{verb} {group or 'core'}/{resource}"
-                                  f"{' ' + name if name else ''} in {scope or 'any'}")
+            for grant in itertools.product(rule["verbs"], rule["apiGroups"], rule["resources"],
+                                           rule.get("resourceNames") or [""]):
+                scopes.setdefault(grant, []).append(scope)
+        unused = []
+        for (verb, group, resource, name), where in scopes.items():
+            if not any(call.verb == verb and call.group == group
+                       and call.resource == resource and (not name or call.name == name)
+                       and (None in where or call.namespace in where) for call in calls):
+                unused.append(f"{verb} {group or 'core'}/{resource}"
+                              f"{' ' + name if name else ''} in {where}")
         return unused
 
 
@@ -181,7 +188,10 @@ def render(helm: Path, *values: str) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
-RBAC_VARIANTS = {"cluster-wide": [], "namespaced": ["--set", f"watchNamespaces={{{NAMESPACE}}}"]}
+#: The scenarios watch NAMESPACE, and the tenancy tests another tenant's namespace too.
+OTHER_NAMESPACE = "evil"
+RBAC_VARIANTS = {"cluster-wide": [], "namespaced": [
+    "--set", f"watchNamespaces={{{NAMESPACE},{OTHER_NAMESPACE}}}"]}
 
 
 @pytest.fixture(params=sorted(RBAC_VARIANTS))

@@ -16,9 +16,12 @@ import yaml
 
 from umt_operator.jobs import (
     CONTAINER_NAME,
+    JobOwner,
+    controlled_by,
     job_labels,
     job_name,
     label_value,
+    owned_by,
     render_job,
     resource_selector,
     runner_args,
@@ -31,6 +34,8 @@ pytestmark = pytest.mark.unit
 GOLDEN_DIR = Path(__file__).resolve().parents[1] / "golden"
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+UID = "6f1c2a4e-0000-4000-8000-000000000001"
+OTHER_UID = "6f1c2a4e-0000-4000-8000-000000000002"
 LONG_NAME = "umt-marketing-platform-primary-database-schema-migration-for-the-eu-west-region"
 
 MINIMAL = {"targetRevision": "head", "database": {"urlSecretRef": {"name": "umt-db"}}}
@@ -80,7 +85,7 @@ def render(case: dict[str, Any], settings: Settings | None = None, **overrides: 
     return render_job(
         name=case["name"],
         namespace="umt",
-        uid="6f1c2a4e-0000-4000-8000-000000000001",
+        uid=UID,
         generation=case["generation"],
         spec=spec,
         settings=settings,
@@ -119,16 +124,17 @@ def test_every_golden_file_has_a_case() -> None:
 
 
 def test_job_name_is_deterministic_and_per_generation() -> None:
-    assert job_name("umt-schema", 7) == job_name("umt-schema", 7)
-    assert re.fullmatch(r"umt-schema-7-[0-9a-z]{4}", job_name("umt-schema", 7))
-    names = {job_name("umt-schema", generation) for generation in range(1, 200)}
+    assert job_name("umt-schema", 7, UID) == job_name("umt-schema", 7, UID)
+    assert re.fullmatch(r"umt-schema-7-[0-9a-z]{13}", job_name("umt-schema", 7, UID))
+    names = {job_name("umt-schema", generation, UID) for generation in range(1, 200)}
     assert len(names) == 199
 
 
 def test_job_name_is_stable_across_processes() -> None:
     """Frozen value: the hash must not depend on PYTHONHASHSEED or the Python version."""
-    assert job_name("umt-schema", 1) == render(CASES["minimal"])["metadata"]["name"]
-    assert job_name("umt-schema", 1) == yaml.safe_load(
+    assert job_name("umt-schema", 1, UID) == "umt-schema-1-vq6y6dfussud0"
+    assert job_name("umt-schema", 1, UID) == render(CASES["minimal"])["metadata"]["name"]
+    assert job_name("umt-schema", 1, UID) == yaml.safe_load(
         (GOLDEN_DIR / "minimal.yaml").read_text()
     )["metadata"]["name"]
 
@@ -136,18 +142,81 @@ def test_job_name_is_stable_across_processes() -> None:
 @pytest.mark.parametrize(
     "name", ["umt-schema", "a", LONG_NAME, "x" * 253, "db.umt.example", "a" + "-b" * 100]
 )
-@pytest.mark.parametrize("generation", [1, 10**9])
-def test_job_name_is_a_dns_label(name: str, generation: int) -> None:
-    result = job_name(name, generation)
+@pytest.mark.parametrize("generation", [1, 10**9, 2**63 - 1])
+@pytest.mark.parametrize("fallback", [False, True])
+def test_job_name_is_a_dns_label_with_generation_and_uid_hash(
+        name: str, generation: int, fallback: bool) -> None:
+    result = job_name(name, generation, UID, fallback=fallback)
     assert len(result) <= 63
     assert DNS_LABEL.match(result), result
-    assert f"-{generation}-" in result
+    assert f"-{generation}-{job_name('x', 1, UID)[-13:]}" in result  # never cut
 
 
-def test_long_names_stay_distinct() -> None:
+def test_a_resource_instance_owns_its_job_names() -> None:
+    """Finding 2 (issue 13): a resource deleted and re-created under the same name (a new uid)
+    gets Job names of its own, so it can never adopt the old instance's Job."""
+    assert job_name("umt-schema", 1, UID) != job_name("umt-schema", 1, OTHER_UID)
+    assert job_name("umt-schema", 1, UID, fallback=True) != \
+        job_name("umt-schema", 1, OTHER_UID, fallback=True)
+
+
+#: Two 59-character names whose Jobs had the same name under the former scheme (name cut to
+#: 56 characters + generation + a 4-character hash of name and generation): found by trying
+#: `…-production-eu-<n>` until two collided (issue 13, finding 3).
+COLLIDING = ("umt-marketing-platform-primary-database-production-eu-16518",
+             "umt-marketing-platform-primary-database-production-eu-16947")
+
+
+def _former_job_name(name: str, generation: int) -> str:
+    import hashlib
+
+    number = int.from_bytes(hashlib.sha256(f"{name}/{generation}".encode()).digest()[:8], "big")
+    digits = ""
+    while len(digits) < 4:
+        number, digit = divmod(number, 36)
+        digits += "0123456789abcdefghijklmnopqrstuvwxyz"[digit]
+    suffix = f"-{generation}-{digits}"
+    return name[: 63 - len(suffix)].rstrip("-") + suffix
+
+
+def test_names_that_collided_under_the_former_scheme_get_distinct_jobs() -> None:
+    """Finding 3 (issue 13): two resources, one Job name. Every uid differs, so do the Jobs."""
+    first, second = COLLIDING
+    assert _former_job_name(first, 1) == _former_job_name(second, 1)  # the collision was real
+    assert job_name(first, 1, UID) != job_name(second, 1, OTHER_UID)
+    assert job_name(first, 1, UID, fallback=True) != job_name(second, 1, OTHER_UID, fallback=True)
+
+
+def test_fallback_names_of_long_names_keep_the_hash() -> None:
+    """Finding 3 (issue 13): the downgrade rerun (`…-prev`) of two long names used to be
+    `job_name[:58] + "-prev"`, the same for both; now it keeps generation and uid hash."""
     first, second = LONG_NAME + "-one", LONG_NAME + "-two"
-    assert job_name(first, 1) != job_name(second, 1)
-    assert job_name("db.umt", 1) != job_name("db-umt", 1)
+    a, b = job_name(first, 1, UID, fallback=True), job_name(second, 1, OTHER_UID, fallback=True)
+    assert a != b and a.endswith("-prev") and b.endswith("-prev")
+    assert a[:-5].endswith(job_name(first, 1, UID)[-16:])  # "-1-<hash>" survives in the rerun
+    assert job_name(first, 1, UID, fallback=True) != job_name(first, 1, UID)
+
+
+def test_ownership_is_namespace_and_uid_never_the_name() -> None:
+    """Findings 1 and 2 (issue 13): a Job is a resource's only in its namespace with its uid."""
+    job = render(CASES["minimal"])
+    assert owned_by(job, "umt", UID)
+    assert not owned_by(job, "evil", UID)  # same annotations, another namespace
+    assert not owned_by(job, "umt", OTHER_UID)  # an earlier instance of the same name
+    assert not owned_by(job, "umt", "")
+    forged = {**job, "metadata": {**job["metadata"], "annotations": {}}}
+    assert not owned_by(forged, "umt", UID)
+    owner = JobOwner(namespace="umt", name="umt-schema", uid=UID, generation=1)
+    assert owner.owns(job) and owner.job_name == job["metadata"]["name"]
+
+
+def test_only_pods_the_job_controller_created_for_the_job_count() -> None:
+    job = {"metadata": {"name": "j", "uid": "job-uid"}}
+    mine = {"metadata": {"ownerReferences": [{"uid": "job-uid", "controller": True}]}}
+    assert controlled_by(mine, job)
+    assert not controlled_by({"metadata": {"ownerReferences": [{"uid": "job-uid"}]}}, job)
+    assert not controlled_by({"metadata": {"labels": {"job-name": "j"}}}, job)
+    assert not controlled_by(mine, {"metadata": {"name": "j"}})
 
 
 def test_labels_follow_kubernetes_conventions() -> None:

@@ -147,12 +147,12 @@ def test_missing_database_is_explained(spec: Any) -> None:
         parse_spec(spec)
 
 
-@pytest.mark.parametrize("name", ["", "UMT", "umt_db", "-x", None, "a" * 254])
+@pytest.mark.parametrize("name", ["", "UMT", "umt_db", "-x", None, "a" * 254, "db\n"])
 def test_bad_secret_name(name: Any) -> None:
     assert invalid(database={"urlSecretRef": {"name": name}}) == SECRET_NAME_MESSAGE
 
 
-@pytest.mark.parametrize("key", ["", "a/b", None])
+@pytest.mark.parametrize("key", ["", "a/b", None, "url\n"])
 def test_bad_secret_key(key: Any) -> None:
     assert invalid(database={"urlSecretRef": {"name": "db", "key": key}}) == SECRET_KEY_MESSAGE
 
@@ -221,6 +221,15 @@ def test_all_problems_are_reported_together() -> None:
     assert RELATIVE_REVISION_MESSAGE in message
     assert "database.urlSecretRef is required" in message
     assert message.endswith("job.backoffLimit must be an integer between 0 and 10, got 11")
+
+
+def test_patterns_match_whole_strings() -> None:
+    """Finding 8 (issue 13): `$` also matches before a final newline, so `re.search` let
+    `db\n` through; every pattern is matched against the whole string."""
+    for spec in ({"job": {"podLabels": {"team\n": "m"}}}, {"job": {"podLabels": {"team": "m\n"}}},
+                 {"job": {"resources": {"limits": {"memory": "1Gi\n"}}}}):
+        with pytest.raises(InvalidSpec):
+            parse_spec(body(**spec))
 
 
 def test_prefixed_label_keys_are_accepted() -> None:

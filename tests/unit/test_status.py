@@ -733,3 +733,18 @@ def test_a_run_that_ended_before_the_jobs_verdict_never_steps_back_to_pending() 
     retrying = status_of(job(failed=1), [pod(lost)])
     assert retrying["phase"] == "Running" and conditions(retrying) == progressing("Migrating")
     assert "attempt 1 failed (DatabaseUnavailable: could not connect" in retrying["message"]
+
+
+@pytest.mark.parametrize("code, expected", [
+    (2, "exit code 2 (an invalid request) is never retried: the Job fails"),
+    (3, "exit code 3 (a migration failed) is never retried: the Job fails"),
+    (1, "the Job retries it while its backoffLimit allows, then fails"),
+])
+def test_a_failed_attempt_says_what_follows(code: int, expected: str) -> None:
+    """Issue 15 §4: "the Job retries or fails" was said of exit codes 2 and 3, which the
+    Job's podFailurePolicy never retries."""
+    lost = {"terminated": {"exitCode": code, "reason": "Error", "startedAt": STARTED,
+                           "finishedAt": FINISHED, "message": failure_report(
+                               "MigrationFailed", "revision x failed")}}
+    status = status_of(job(active=0), [pod(lost)])
+    assert status["message"].endswith(expected), status["message"]
