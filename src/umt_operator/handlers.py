@@ -20,9 +20,8 @@ from typing import Any
 import kopf
 
 from umt_migrations.masking import mask_log_records
-from umt_operator import leader
+from umt_operator import leader, reasons
 from umt_operator.api_retries import cap_api_backoffs
-from umt_operator import reasons
 from umt_operator.events import API_VERSION, KIND, WARNING, post
 from umt_operator.jobs import (
     ANNOTATION_OWNER,
@@ -217,7 +216,7 @@ async def _reconcile_owner(
 
 
 def _warn_about_foreign_job(context: Context, job: dict[str, Any], victim: Any,
-                            logger: logging.Logger) -> None:
+                            logger: kopf.Logger) -> None:
     """A Warning Event (once per Job) on the resource a Job in another namespace names."""
     meta = job["metadata"]
     if victim is None or not context.first_announcement(f"foreign/{meta.get('uid')}"):

@@ -51,10 +51,10 @@ from umt_operator.status import (
     event_message_for_failure,
     event_message_for_success,
     invalid_spec_status,
-    stalled_status,
     make_condition,
     one_line,
     set_condition,
+    stalled_status,
     unschedulable_for,
 )
 
@@ -158,7 +158,7 @@ async def reconcile(
             pods = await _pods(ctx, namespace, found)
             job, job_name, pods = await _fallback_for_downgrade(ctx, body, spec, dict(found),
                                                                 pods, logger)
-        except JobRefused as refusal:
+        except JobRefusedError as refusal:
             await _report_refusal(ctx, body, status, refusal, logger)
             return
         now = datetime.now(UTC)
@@ -180,7 +180,7 @@ async def reconcile(
             _recheck_when_unschedulable(ctx, body, job, pods, now, logger)
 
 
-class JobRefused(Exception):
+class JobRefusedError(Exception):
     """This generation's Job cannot be had: the status says why (``reason``), in one line."""
 
     def __init__(self, reason: str, message: str) -> None:
@@ -190,7 +190,7 @@ class JobRefused(Exception):
 
 
 async def _report_refusal(ctx: Context, body: Mapping[str, Any], status: Mapping[str, Any],
-                          refusal: JobRefused, logger: logging.Logger) -> None:
+                          refusal: JobRefusedError, logger: kopf.Logger) -> None:
     """``Stalled`` with the refusal's reason; a Warning Event and an ERROR line when new."""
     generation = int(body["metadata"].get("generation") or 1)
     new_status = stalled_status(generation, status, refusal.reason, refusal.message)
@@ -428,7 +428,7 @@ async def _create_job(
         logger.info(message)
         post(body, NORMAL, reasons.JOB_CREATED, message)
     elif not JobOwner.of(body).owns(job):  # 409: the name is taken by a Job that is not ours
-        raise JobRefused(reasons.JOB_CONFLICT, _conflict_message(job, meta))
+        raise JobRefusedError(reasons.JOB_CONFLICT, _conflict_message(job, meta))
     return job
 
 
@@ -561,7 +561,7 @@ async def _fallback_for_downgrade(
     fallback_name = owner.fallback_job_name
     fallback = await ctx.api.get_job(owner.namespace, fallback_name)
     if fallback is not None and not owner.owns(fallback):
-        raise JobRefused(reasons.JOB_CONFLICT, _conflict_message(fallback, body["metadata"]))
+        raise JobRefusedError(reasons.JOB_CONFLICT, _conflict_message(fallback, body["metadata"]))
     if fallback is None:
         logger.info(
             "image %s does not know revision %s; downgrading with %s, which applied it",

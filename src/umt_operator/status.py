@@ -37,13 +37,13 @@ __all__ = [
     "find_condition",
     "invalid_spec_status",
     "is_ready",
-    "stalled_status",
     "make_condition",
     "observe_job",
     "one_line",
     "parse_report",
     "rfc3339",
     "set_condition",
+    "stalled_status",
     "unschedulable_for",
 ]
 

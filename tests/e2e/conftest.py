@@ -1,10 +1,10 @@
 """Fixtures of the e2e suite: the cluster, the databases, and the chart installed with helm.
 
 The chart is installed once per run, as a platform team would: `helm install` of
-charts/umt-migrations-operator into a namespace of its own (restricted Pod Security), watching
-one application namespace and another tenant's (both restricted), so the real apiserver
-enforces the chart's namespaced RBAC and the pods' security settings. Everything the run created is removed at the
-end, whatever happened.
+charts/umt-migrations-operator into a namespace of its own (restricted Pod Security),
+watching one application namespace and another tenant's (both restricted), so the real
+apiserver enforces the chart's namespaced RBAC and the pods' security settings. Everything
+the run created is removed at the end, whatever happened.
 """
 
 from __future__ import annotations

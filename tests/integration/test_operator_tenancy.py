@@ -15,9 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.k8s.emulator import EVENTS, JOBS, SCHEMA_MIGRATIONS, Emulator
-from tests.k8s.fixtures import *  # noqa: F403  (emulator, kubelet, kubectl, kopf_operator)
-from tests.integration.test_operator import (  # after the star: its kubelet_options wins
+from tests.integration.test_operator import (
     HEAD,
     NEW_IMAGE,
     NS,
@@ -29,11 +27,13 @@ from tests.integration.test_operator import (  # after the star: its kubelet_opt
     condition,
     db_revision,
     jobs_of,
-    kubelet_options,  # noqa: F401  (fixture: the two "images")
     registry,  # noqa: F401  (fixture)
     settings,  # noqa: F401  (fixture)
+    two_releases,
     wait_condition,
 )
+from tests.k8s.emulator import EVENTS, JOBS, SCHEMA_MIGRATIONS, Emulator
+from tests.k8s.fixtures import *  # noqa: F403  (emulator, kubelet, kubectl, kopf_operator)
 from tests.k8s.kubelet import FakeKubelet
 
 pytestmark = pytest.mark.integration
@@ -44,6 +44,11 @@ LONG_NAME = "umt-marketing-platform-primary-database-schema-migration-for-the-eu
 #: Two names whose Jobs had one name under the former naming scheme (tests/unit/test_jobs.py).
 COLLIDING = ("umt-marketing-platform-primary-database-production-eu-16518",
              "umt-marketing-platform-primary-database-production-eu-16947")
+
+
+@pytest.fixture
+def kubelet_options(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return two_releases(tmp_path_factory)
 
 
 @pytest.fixture

@@ -735,7 +735,7 @@ def test_a_run_that_ended_before_the_jobs_verdict_never_steps_back_to_pending() 
     assert "attempt 1 failed (DatabaseUnavailable: could not connect" in retrying["message"]
 
 
-@pytest.mark.parametrize("code, expected", [
+@pytest.mark.parametrize(("code", "expected"), [
     (2, "exit code 2 (an invalid request) is never retried: the Job fails"),
     (3, "exit code 3 (a migration failed) is never retried: the Job fails"),
     (1, "the Job retries it while its backoffLimit allows, then fails"),
