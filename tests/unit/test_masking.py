@@ -211,13 +211,13 @@ def posted_event(message: str) -> str:
     by a recorder: the operator's own path up to kopf is what is checked)."""
     import kopf
 
-    from umt_operator import reconcile
+    from umt_operator import events
 
     posted: list[str] = []
     body = {"apiVersion": "migrations.umt.dev/v1alpha1", "kind": "SchemaMigration",
             "metadata": {"name": "umt-schema", "namespace": "umt", "uid": "u1"}}
     with patch.object(kopf, "event", lambda *_, message, **__: posted.append(message)):
-        reconcile._event(body, "Warning", "InvalidSpec", message)
+        events.post(body, "Warning", "InvalidSpec", message)
     assert len(posted) == 1
     return posted[0]
 
