@@ -30,6 +30,7 @@ from umt_operator.jobs import (
     MANAGED_BY_SELECTOR,
     job_name_of,
     pod_ended,
+    refusal_of,
 )
 from umt_operator.kube import GROUP, PLURAL, VERSION, KubeAPI
 from umt_operator.login import connect
@@ -44,6 +45,9 @@ from umt_operator.reconcile import (
     worth_reconciling,
 )
 from umt_operator.settings import Settings, SettingsError
+
+#: Warning Events the Job controller posts on a Job whose pod the API server refused.
+REFUSALS_SELECTOR = "involvedObject.kind=Job,reason=FailedCreate"
 
 
 @kopf.on.startup()
@@ -71,6 +75,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf
     settings.watching.label_selectors["v1", "pods"] = MANAGED_BY_SELECTOR
     # A returning API server is noticed within seconds, not after kopf's 21 s back-off.
     cap_api_backoffs(settings)
+    # The Job controller's refusals to create a pod, and nothing else of the namespace's
+    # Events: field selectors an API server offers on Events (involvedObject.kind, reason:
+    # pkg/registry/core/event/strategy.go, pkg/apis/core/v1/conversion.go).
+    settings.watching.field_selectors["v1", "events"] = REFUSALS_SELECTOR
     quiet_kopf()
     mask_log_records()  # every log line, kopf's own included, without passwords
     # Memory with many resources (each with its Job and pod): list in pages, handle at most 20
@@ -110,7 +118,8 @@ async def api_reachable(memo: kopf.Memo, **_: Any) -> bool:
 @kopf.on.event(GROUP, VERSION, PLURAL)  # type: ignore[arg-type]
 async def schema_migration_event(
     body: kopf.Body, type: str | None, memo: kopf.Memo, logger: kopf.Logger,
-    migration_pods: kopf.Index[Any, dict[str, Any]], **_: Any
+    migration_pods: kopf.Index[Any, dict[str, Any]],
+    pod_refusals: kopf.Index[Any, dict[str, Any]], **_: Any
 ) -> None:
     """Any change to a SchemaMigration (and its initial listing on start)."""
     if type == "DELETED":
@@ -119,7 +128,7 @@ async def schema_migration_event(
         return
     if worth_reconciling(type, body):
         context: Context = memo["context"]
-        context.pod_index = migration_pods
+        context.pod_index, context.refusal_index = migration_pods, pod_refusals
         await reconcile(context, body, logger)
 
 
@@ -154,11 +163,13 @@ async def migration_pods(namespace: str | None, labels: kopf.Labels, body: kopf.
 async def job_event(
     body: kopf.Body, type: str | None, memo: kopf.Memo, logger: kopf.Logger,
     schema_migrations: kopf.Index[Any, dict[str, Any]],
-    migration_pods: kopf.Index[Any, dict[str, Any]], **_: Any
+    migration_pods: kopf.Index[Any, dict[str, Any]],
+    pod_refusals: kopf.Index[Any, dict[str, Any]], **_: Any
 ) -> None:
     """A migration Job changed: recompute its SchemaMigration's status (it may start the next)."""
     if not job_worth_reconciling(type, body):
         return
+    memo["context"].refusal_index = pod_refusals
     await _reconcile_owner(memo["context"], dict(body), type == "DELETED", logger,
                            schema_migrations, migration_pods)
 
@@ -168,7 +179,8 @@ async def pod_event(
     body: kopf.Body, labels: kopf.Labels, namespace: str, type: str | None, memo: kopf.Memo,
     logger: kopf.Logger, schema_migrations: kopf.Index[Any, dict[str, Any]],
     migration_jobs: kopf.Index[Any, dict[str, Any]],
-    migration_pods: kopf.Index[Any, dict[str, Any]], **_: Any
+    migration_pods: kopf.Index[Any, dict[str, Any]],
+    pod_refusals: kopf.Index[Any, dict[str, Any]], **_: Any
 ) -> None:
     """A migration pod changed (scheduled, waiting, running, ended): report it at once.
 
@@ -177,12 +189,43 @@ async def pod_event(
     """
     job_name = job_name_of(labels)
     context: Context = memo["context"]
+    context.refusal_index = pod_refusals
     context.pod_seen(namespace, job_name)
     job = _first(migration_jobs.get((namespace, job_name))) if job_name else None
     if job is None or type == "DELETED" or pod_ended(body):
         return  # not a Job of ours (yet), a pod going away, or the Job's verdict is coming
     await _reconcile_owner(memo["context"], dict(job), False, logger,
                            schema_migrations, migration_pods)
+
+
+@kopf.index("v1", "events")
+async def pod_refusals(namespace: str | None, body: kopf.Body,
+                       **_: Any) -> dict[Any, Any] | None:
+    """The Job controller's FailedCreate Events (selected server-side), by Job."""
+    job_name = (body.get("involvedObject") or {}).get("name")
+    return {(namespace, job_name): refusal_of(body)} if job_name else None
+
+
+@kopf.on.event("v1", "events")  # type: ignore[arg-type]
+async def pod_refused(
+    body: kopf.Body, namespace: str | None, type: str | None, memo: kopf.Memo,
+    logger: kopf.Logger, schema_migrations: kopf.Index[Any, dict[str, Any]],
+    migration_jobs: kopf.Index[Any, dict[str, Any]],
+    migration_pods: kopf.Index[Any, dict[str, Any]],
+    pod_refusals: kopf.Index[Any, dict[str, Any]], **_: Any
+) -> None:
+    """The cluster refused to create the pod of a Job: report it now, not at the deadline.
+
+    Only a Job of ours counts: one in the operator's index, in the Event's namespace, with
+    the uid the Event names.
+    """
+    ref = body.get("involvedObject") or {}
+    job = _first(migration_jobs.get((namespace, ref.get("name"))))
+    if type == "DELETED" or job is None or job["metadata"].get("uid") != ref.get("uid"):
+        return
+    context: Context = memo["context"]
+    context.refusal_index = pod_refusals
+    await _reconcile_owner(context, dict(job), False, logger, schema_migrations, migration_pods)
 
 
 async def _reconcile_owner(

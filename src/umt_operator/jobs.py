@@ -456,6 +456,50 @@ class PodProblem:
 
 
 @dataclass(frozen=True)
+class PodRefusal:
+    """The Job controller could not create the Job's pod: the API server's message (from
+    its newest ``FailedCreate`` Event) and when it said so."""
+
+    message: str
+    time: str = ""
+
+    @property
+    def may_clear(self) -> bool:
+        """An exceeded ResourceQuota clears when other pods end; other refusals need a change."""
+        return "exceeded quota" in self.message
+
+
+#: How the Job controller words a refusal (``Error creating: <the server's message>``).
+_REFUSAL_PREFIX = "Error creating: "
+
+
+def refusal_of(event: Mapping[str, Any]) -> dict[str, Any]:
+    """What the operator keeps of a ``FailedCreate`` Event: the Job's uid, message, time."""
+    ref = event.get("involvedObject") or {}
+    time = event.get("lastTimestamp") or event.get("eventTime") or \
+        event.get("firstTimestamp") or ""
+    return {"uid": ref.get("uid"), "message": str(event.get("message") or ""), "time": str(time)}
+
+
+def pod_refusal(job: Mapping[str, Any], refusals: Sequence[Mapping[str, Any]]
+                ) -> PodRefusal | None:
+    """The newest refusal recorded for this Job (by uid), worded without the pod's name.
+
+    Each retry names a new pod (``<job>-<5 characters>``): the name is replaced by
+    ``<job>-…`` so that the same refusal reads the same every time.
+    """
+    uid = (job.get("metadata") or {}).get("uid")
+    mine = [r for r in refusals if uid and r.get("uid") == uid]
+    if not mine:
+        return None
+    newest = max(mine, key=lambda r: str(r.get("time") or ""))
+    name = job["metadata"]["name"]
+    message = str(newest.get("message") or "").removeprefix(_REFUSAL_PREFIX)
+    message = re.sub(rf'"{re.escape(name)}-[a-z0-9]+"', f'"{name}-…"', message)
+    return PodRefusal(message=message, time=str(newest.get("time") or ""))
+
+
+@dataclass(frozen=True)
 class JobObservation:
     """What a Job and its pods say about one migration run."""
 
@@ -480,6 +524,8 @@ class JobObservation:
     #: The newest pod's runner has ended while the Job has no verdict yet (the Job controller
     #: is about to record it, or to start another attempt).
     latest_pod_ended: bool = False
+    #: The cluster refuses to create the Job's pod (newer than any pod it created).
+    pod_refused: PodRefusal | None = None
 
     @property
     def finished(self) -> bool:
@@ -574,8 +620,19 @@ def _container_ran(pods: Sequence[Mapping[str, Any]]) -> bool:
     return False
 
 
-def observe_job(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> JobObservation:
-    """Read a Job and the pods it created (the caller selects them by the Job's name)."""
+def _still_refused(refusal: PodRefusal | None, pods: Sequence[Mapping[str, Any]],
+                   finished: bool, running: bool) -> PodRefusal | None:
+    """``refusal``, unless a pod was created since (the refusal cleared) or the Job is done."""
+    if refusal is None or finished or running:
+        return None
+    newest = max((str(p["metadata"].get("creationTimestamp") or "") for p in pods), default="")
+    return refusal if not newest or refusal.time >= newest else None
+
+
+def observe_job(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]],
+                refusal: PodRefusal | None = None) -> JobObservation:
+    """Read a Job and the pods it created (the caller selects them by the Job's name), and
+    the newest refusal of its pods by the cluster (:func:`pod_refusal`), if any."""
     status = job.get("status") or {}
     success = _true_condition(job, _SUCCESS_CONDITIONS)
     failure = None if success else _true_condition(job, _FAILURE_CONDITIONS)
@@ -605,4 +662,5 @@ def observe_job(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> Jo
         unschedulable_since=(unschedulable or {}).get("lastTransitionTime"),
         container_ran=running or _container_ran(pods),
         latest_pod_ended=bool(pods) and _container_ran(pods[-1:]) and not running,
+        pod_refused=_still_refused(refusal, pods, bool(success or failure), running),
     )

@@ -8,7 +8,6 @@ there is no method that could.
 
 from __future__ import annotations
 
-import base64
 import json
 import ssl
 from collections.abc import Mapping
@@ -27,6 +26,8 @@ class KubeError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"Kubernetes API error {status}: {message}")
         self.status = status
+        #: The API server's own message (its Status object's ``message``).
+        self.message = message
 
 
 class KubeAPI:
@@ -34,12 +35,8 @@ class KubeAPI:
 
     def __init__(self, info: kopf.ConnectionInfo, *, timeout: float = 30.0) -> None:
         self._server = info.server.rstrip("/")
-        headers = {"Accept": "application/json", "User-Agent": "umt-schema-operator"}
-        if info.token:
-            headers["Authorization"] = f"{info.scheme or 'Bearer'} {info.token}"
-        elif info.username and info.password:
-            basic = base64.b64encode(f"{info.username}:{info.password}".encode()).decode()
-            headers["Authorization"] = f"Basic {basic}"
+        headers = {"Accept": "application/json", "User-Agent": "umt-schema-operator",
+                   **info.as_http_headers()}
         self._session = aiohttp.ClientSession(
             headers=headers,
             connector=aiohttp.TCPConnector(ssl=_ssl_context(info), limit=32),
@@ -198,38 +195,12 @@ def _error_message(text: str) -> str:
 
 
 def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
+    """kopf's own TLS set-up for its ConnectionInfo (CA, client certificate, ``insecure``).
+
+    Python's :mod:`ssl` loads a client certificate and key only from files: for inline data
+    (a kind kubeconfig), kopf writes them to temporary files that are deleted before
+    :meth:`kopf.ConnectionInfo.as_ssl_context` returns, so no key material stays on disk.
+    """
     if not info.server.startswith("https"):
         return False
-    if info.insecure:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        return context
-    cadata = info.ca_data.decode() if isinstance(info.ca_data, bytes) else info.ca_data
-    if cadata and not cadata.lstrip().startswith("-----"):
-        cadata = base64.b64decode(cadata).decode()
-    context = ssl.create_default_context(cafile=info.ca_path, cadata=cadata)
-    if info.certificate_path or info.certificate_data:
-        _load_client_certificate(context, info)
-    return context
-
-
-def _load_client_certificate(context: ssl.SSLContext, info: kopf.ConnectionInfo) -> None:
-    """Client certificates from files or inline data (as in a kind kubeconfig)."""
-    import tempfile
-
-    def as_file(path: Any, data: Any) -> str:
-        if path:
-            return str(path)
-        raw = data if isinstance(data, bytes) else str(data).encode()
-        if not raw.lstrip().startswith(b"-----"):
-            raw = base64.b64decode(raw)
-        with tempfile.NamedTemporaryFile(prefix="umt-operator-", suffix=".pem",
-                                         delete=False) as handle:
-            handle.write(raw)
-        return handle.name
-
-    context.load_cert_chain(
-        as_file(info.certificate_path, info.certificate_data),
-        as_file(info.private_key_path, info.private_key_data),
-    )
+    return info.as_ssl_context()

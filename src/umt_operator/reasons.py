@@ -62,6 +62,8 @@ JOB_CONFLICT: Final = "JobConflict"
 #: The Job exists but the cluster refuses its pod (the Job controller's ``FailedCreate``
 #: Events: an invalid pod, PodSecurity, a LimitRange, a webhook).
 POD_REJECTED: Final = "PodRejected"
+#: ``Reconciling``: the pod is refused for now, by a ResourceQuota that may get room.
+QUOTA_EXCEEDED: Final = "QuotaExceeded"
 #: The operator's tenancy policy refuses the spec (image or ServiceAccount not allowed).
 POLICY_DENIED: Final = "PolicyDenied"
 #: Warning Event on a resource named as owner by a Job in another namespace, which is ignored.

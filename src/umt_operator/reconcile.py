@@ -32,14 +32,16 @@ from umt_operator.jobs import (
     ANNOTATION_INPUTS,
     ANNOTATION_OWNER_UID,
     JobOwner,
+    PodRefusal,
     controlled_by,
     job_finished,
     observe_job,
     pod_ended,
+    pod_refusal,
     render_job,
     resource_selector,
 )
-from umt_operator.kube import KubeAPI
+from umt_operator.kube import KubeAPI, KubeError
 from umt_operator.metrics import Metrics
 from umt_operator.review import parse_review
 from umt_operator.review_flow import Hooks, after_success, before_migration
@@ -59,6 +61,9 @@ from umt_operator.status import (
 )
 
 FINISHED_PHASES = ("Succeeded", "Failed")
+#: Client errors on Job create that are not a refusal of the Job: 409 (it exists: adopted or
+#: reported as a conflict) and 429 (throttled: the next event tries again).
+_RETRIED_STATUSES = (409, 429)
 #: How long a finished Job waits for its pod's last event before reading the pods instead.
 POD_EVENT_GRACE = 1.0
 
@@ -77,6 +82,9 @@ class Context:
     #: The pods of the operator's Jobs as last seen by the pod watch, keyed by
     #: ``(namespace, job name)`` (a kopf index; None until a handler hands it over).
     pod_index: Any = None
+    #: The Job controller's ``FailedCreate`` Events on the operator's Jobs as last seen,
+    #: keyed by ``(namespace, Job name)`` (a kopf index; None until a handler hands it over).
+    refusal_index: Any = None
     #: Pending re-checks (a pod waiting for a node), one per resource.
     rechecks: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)
     #: Wakes a reconcile waiting for a Job's pod event (see :func:`_pods`), per Job.
@@ -133,6 +141,7 @@ async def reconcile(
             await after_success(_hooks(ctx, body, logger), body, spec, review, status, logger)
             return
         try:
+            _check_policy(ctx, spec)
             found = await _current_job(ctx, owner, status, job)
             if found is None:
                 blocker = await _earlier_job_running(ctx, owner, status)
@@ -172,12 +181,22 @@ async def reconcile(
             image=job["metadata"].get("annotations", {}).get(ANNOTATION_IMAGE, _image(ctx, spec)),
             now=now,
             unschedulable_after=ctx.settings.unschedulable_seconds,
+            refusal=_refusal(ctx, job),
         )
         if await _write(ctx, body, status, new_status, logger):
             _log_pod_trouble(body, status, new_status, logger)
         _observe_for_metrics(ctx, body, job, pods, status, new_status, logger)
         if new_status["phase"] == "Pending":  # only a pod not yet started can wait for a node
             _recheck_when_unschedulable(ctx, body, job, pods, now, logger)
+
+
+def _check_policy(ctx: Context, spec: MigrationSpec, image: str | None = None) -> None:
+    """Refuse, with no Job, what the operator's tenancy policy does not allow."""
+    policy = ctx.settings.policy
+    problem = policy.image_problem(image or _image(ctx, spec)) or \
+        policy.service_account_problem(spec.job.service_account_name)
+    if problem is not None:
+        raise JobRefusedError(reasons.POLICY_DENIED, problem)
 
 
 class JobRefusedError(Exception):
@@ -254,6 +273,14 @@ async def _pods(ctx: Context, namespace: str, job: Mapping[str, Any]) -> list[di
     if seen is None or (job_finished(job) and not any(pod_ended(pod) for pod in seen)):
         seen = [pod for pod in await ctx.api.list_pods(namespace, name) if controlled_by(pod, job)]
     return sorted(seen, key=lambda pod: str(pod["metadata"].get("creationTimestamp") or ""))
+
+
+def _refusal(ctx: Context, job: Mapping[str, Any]) -> PodRefusal | None:
+    """The newest refusal of ``job``'s pods by the cluster, as the Event watch last saw it."""
+    if ctx.refusal_index is None:
+        return None
+    meta = job["metadata"]
+    return pod_refusal(job, list(ctx.refusal_index.get((meta["namespace"], meta["name"]), [])))
 
 
 def _indexed_pods(ctx: Context, namespace: str, job: Mapping[str, Any]
@@ -421,7 +448,14 @@ async def _create_job(
     # What this run depends on, so that a later generation with the same inputs needs no Job.
     manifest["metadata"]["annotations"][ANNOTATION_INPUTS] = rerun.inputs_digest(
         spec, ctx.settings, meta.get("uid", ""), _image(ctx, spec))
-    job, created = await ctx.api.create_job(meta["namespace"], manifest)
+    try:
+        job, created = await ctx.api.create_job(meta["namespace"], manifest)
+    except KubeError as exc:
+        if exc.status in _RETRIED_STATUSES or not 400 <= exc.status < 500:
+            raise
+        raise JobRefusedError(reasons.JOB_REJECTED, (
+            f"the API server refused Job {job_name} ({exc.status}): {exc.message}; fix the "
+            "spec (or what the cluster requires of Jobs in this namespace)")) from exc
     if created:
         ctx.metrics.jobs_created.inc()
         message = f"created Job {job_name} to migrate to {spec.target_revision} with {image}"
@@ -493,11 +527,14 @@ async def _replaced_if_never_started(
     merely starting, is never touched: the new generation waits for it.
     """
     namespace = body["metadata"]["namespace"]
-    observation = observe_job(blocker, await _pods(ctx, namespace, blocker))
-    if observation.container_ran or not (observation.pod_problem or observation.pending_message):
+    observation = observe_job(blocker, await _pods(ctx, namespace, blocker),
+                              _refusal(ctx, blocker))
+    stuck = observation.pod_problem or observation.pending_message or observation.pod_refused
+    if observation.container_ran or not stuck:
         return False
     name = blocker["metadata"]["name"]
-    why = observation.pod_problem.reason if observation.pod_problem else reasons.UNSCHEDULABLE
+    why = observation.pod_problem.reason if observation.pod_problem else \
+        reasons.POD_REJECTED if observation.pod_refused else reasons.UNSCHEDULABLE
     await ctx.api.delete_job(namespace, name)
     message = (f"deleted Job {name} of an earlier generation: its pod never started ({why}), "
                "so it never touched the database")
@@ -563,6 +600,7 @@ async def _fallback_for_downgrade(
     if fallback is not None and not owner.owns(fallback):
         raise JobRefusedError(reasons.JOB_CONFLICT, _conflict_message(fallback, body["metadata"]))
     if fallback is None:
+        _check_policy(ctx, spec, applied_image)
         logger.info(
             "image %s does not know revision %s; downgrading with %s, which applied it",
             used_image, report.from_revision, applied_image,

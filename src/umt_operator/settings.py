@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from umt_operator.policy import Policy
 from umt_operator.spec import (
     ACTIVE_DEADLINE_RANGE,
     BACKOFF_LIMIT_RANGE,
@@ -66,6 +67,16 @@ class Settings:
     lease_name: str = "umt-schema-operator"
     lease_namespace: str = ""  # default: the pod's own namespace
     lease_duration_seconds: int = 15
+    #: The tenancy policy (policy.py): image patterns and ServiceAccounts a SchemaMigration
+    #: may use; empty: the default image's repository, the Jobs' default account.
+    allowed_images: tuple[str, ...] = ()
+    allowed_service_accounts: tuple[str, ...] = ()
+
+    @property
+    def policy(self) -> Policy:
+        """What a SchemaMigration may run: these settings with their defaults filled in."""
+        return Policy.from_settings(self.allowed_images, self.allowed_service_accounts,
+                                    self.default_image, self.job_service_account)
 
     @property
     def cluster_wide(self) -> bool:
@@ -140,6 +151,23 @@ def _namespaces(raw: str) -> tuple[str, ...]:
     return names
 
 
+def _patterns(raw: str) -> tuple[str, ...]:
+    """Comma-separated image patterns (``*`` matches anything); empty: the default."""
+    patterns = tuple(dict.fromkeys(item.strip() for item in raw.split(",") if item.strip()))
+    if any(char.isspace() for pattern in patterns for char in pattern):
+        raise ValueError("must be comma-separated image patterns without spaces")
+    return patterns
+
+
+def _accounts(raw: str) -> tuple[str, ...]:
+    """Comma-separated ServiceAccount names, or ``*``; empty: the default."""
+    names = tuple(dict.fromkeys(item.strip() for item in raw.split(",") if item.strip()))
+    for name in names:
+        if name != "*":
+            _dns_subdomain(name)
+    return names
+
+
 def _boolean(raw: str) -> bool:
     value = raw.lower()
     if value in ("true", "1", "yes", "on"):
@@ -200,4 +228,6 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "lease_name": _dns_subdomain,
     "lease_namespace": _dns_label,
     "lease_duration_seconds": _integer(2, 3600),
+    "allowed_images": _patterns,
+    "allowed_service_accounts": _accounts,
 }

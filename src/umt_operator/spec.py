@@ -65,6 +65,10 @@ SECRET_NAME_MESSAGE = (
     "database.urlSecretRef.name must name a Secret in the same namespace "
     "(lowercase letters, digits, '-' and '.', at most 253 characters)"
 )
+SERVICE_ACCOUNT_MESSAGE = (
+    "job.serviceAccountName must be a ServiceAccount name (lowercase letters, digits, '-' and "
+    "'.', at most 253 characters)"
+)
 SECRET_KEY_MESSAGE = (
     "database.urlSecretRef.key must be a key of the Secret (letters, digits, '-', '_' or '.')"
 )
@@ -339,6 +343,12 @@ def _parse_job(job: Any, problems: list[str]) -> JobOptions:
     if account is not None and not isinstance(account, str):
         problems.append("job.serviceAccountName must be a string")
         account = None
+    elif account and (len(account) > 253 or not re.fullmatch(SECRET_NAME_PATTERN, account)):
+        problems.append(SERVICE_ACCOUNT_MESSAGE)
+    annotations = _string_map(job, "podAnnotations", problems)
+    for key in annotations:
+        if len(key.rpartition("/")[2]) > 63 or not re.fullmatch(LABEL_KEY_PATTERN, key):
+            problems.append(f"job.podAnnotations: {key!r} is not a valid annotation key")
     return JobOptions(
         backoff_limit=_int_in_range(job, "backoffLimit", BACKOFF_LIMIT_RANGE, problems),
         active_deadline_seconds=_int_in_range(
@@ -352,7 +362,7 @@ def _parse_job(job: Any, problems: list[str]) -> JobOptions:
         node_selector=_string_map(job, "nodeSelector", problems),
         tolerations=_list_of_objects(job, "tolerations", problems),
         pod_labels=labels,
-        pod_annotations=_string_map(job, "podAnnotations", problems),
+        pod_annotations=annotations,
         env=env,
     )
 

@@ -21,6 +21,7 @@ from umt_operator.jobs import (
     ANNOTATION_INPUTS,
     JobObservation,
     PodProblem,
+    PodRefusal,
     RunnerReport,
     observe_job,
     parse_report,
@@ -235,6 +236,8 @@ def _progress(
             "retrying until the Job's deadline; fix the cause, or change the spec)"
         )
         return _Outcome("stalled", PENDING, obs.pod_problem.reason, message, {})
+    if obs.pod_refused is not None:
+        return _refused(job_name, obs.pod_refused)
     waited = unschedulable_for(obs, now)
     if waited is not None and waited >= threshold:
         message = (
@@ -264,6 +267,19 @@ def _progress(
             message += f"; the previous one failed: {event_message_for_failure(job_name, obs)}"
         message += ")"
     return _Outcome("progressing", RUNNING, reasons.MIGRATING, message, {})
+
+
+def _refused(job_name: str, refusal: PodRefusal) -> _Outcome:
+    """The cluster refuses the Job's pod: for good (PodRejected) or until a quota has room."""
+    if refusal.may_clear:
+        message = (f"the cluster refuses the pod of Job {job_name} for now: {refusal.message} "
+                   "(the Job controller retries with back-off; the pod starts once the quota "
+                   "has room)")
+        return _Outcome("progressing", PENDING, reasons.QUOTA_EXCEEDED, message, {})
+    message = (f"the cluster refuses the pod of Job {job_name}: {refusal.message} (the Job "
+               "controller retries with back-off until the Job's deadline; fix the spec, or "
+               "what the namespace requires of pods)")
+    return _Outcome("stalled", PENDING, reasons.POD_REJECTED, message, {})
 
 
 #: Exit codes the Job's podFailurePolicy fails at once (``FailJob``), with what they mean.
@@ -351,16 +367,18 @@ def compute_status(
     image: str,
     now: datetime,
     unschedulable_after: float = 60.0,
+    refusal: PodRefusal | None = None,
 ) -> dict[str, Any]:
     """The full status of a resource whose current generation runs as Job ``job_name``.
 
     ``job`` is None while the Job is not visible yet. Fields of the last run that this one does
     not change are carried over from ``previous_status``; a ``None`` value (merge-patch
     semantics) removes a field, e.g. ``completionTime`` while a new run is in progress. A pod
-    that no node fits is only waited on for ``unschedulable_after`` seconds, then ``Stalled``.
+    that no node fits is only waited on for ``unschedulable_after`` seconds, then ``Stalled``;
+    ``refusal`` is the cluster's newest refusal to create the Job's pod.
     """
     previous = previous_status or {}
-    obs = observe_job(job, pods) if job is not None else None
+    obs = observe_job(job, pods, refusal) if job is not None else None
     outcome = _outcome(job_name, obs, spec_target, image, previous, now, unschedulable_after)
     same_run = previous if previous.get("jobName") == job_name else {}
     start = (obs and obs.start_time) or same_run.get("startTime") or rfc3339(now)

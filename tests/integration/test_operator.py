@@ -255,7 +255,7 @@ def test_missing_secret_is_reported_then_recovers(
 def test_unpullable_image_is_reported(emulator: Emulator, operator: Operator,
                                       kubelet: FakeKubelet, pg_url: str) -> None:
     add_secret(emulator, pg_url)
-    add_migration(emulator, image="registry.example/does-not-exist:9.9")
+    add_migration(emulator, image="registry.example/umt:does-not-exist-9.9")
     obj = wait_condition(emulator, "umt-schema", "Stalled", "ImagePullFailed")
     assert "does-not-exist" in obj["status"]["message"]
     assert kubelet.processes_started == 0

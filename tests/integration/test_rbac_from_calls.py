@@ -33,6 +33,7 @@ from tests.k8s.emulator import CONFIGMAPS, Emulator
 CHART = REPO_ROOT / "charts" / "umt-migrations-operator"
 SCENARIO_FILES = ("tests/integration/test_operator.py",
                   "tests/integration/test_operator_pod_trouble.py",
+                  "tests/integration/test_operator_refusals.py",
                   "tests/integration/test_operator_tenancy.py",
                   "tests/integration/test_ha.py",
                   "tests/integration/test_review_operator.py")
@@ -50,6 +51,7 @@ MAIN_CALLS = {
     ("list", "", "pods"),
     ("watch", "", "pods"),
     ("create", "", "events"),
+    ("watch", "", "events"),  # the Job controller's FailedCreate Events (PodRejected)
     ("get", "coordination.k8s.io", "leases"),
     ("update", "coordination.k8s.io", "leases"),
 }

@@ -20,7 +20,11 @@ whose refused creations become `FailedCreate` Events on the Job (tests/k8s/job_c
   `exceeded quota: <name>, requested: <r>, used: <u>, limited: <l>`; a quota on a compute
   resource the pod does not state is `failed quota: <name>: must specify <resources>`.
 
-Not copied: the AppArmor, SELinux, procMount, sysctl and Windows checks; PodSecurity warnings
+The AppArmor check reads the pod's `container.apparmor.security.beta.kubernetes.io/*`
+annotations only (policy/check_appArmorProfile.go as of 1.29: `runtime/default`, `localhost/*`
+or empty are allowed), not the 1.30+ `securityContext.appArmorProfile` fields.
+
+Not copied: the SELinux, procMount, sysctl and Windows checks; PodSecurity warnings
 and audit annotations (and its evaluation of Jobs, which only warns); quota scopes and
 `status.used` (the usage is computed from the live pods instead of the quota controller's
 last count); LimitRange.
@@ -236,21 +240,36 @@ CHECKS: tuple[tuple[str, str, Check, str | None], ...] = (
 )
 
 
-def pod_security_violations(level: str, spec: Mapping[str, Any]) -> list[str]:
-    """`<reason> (<detail>)` for every check of `level` the pod spec fails."""
+#: corev1.AppArmorBetaContainerAnnotationKeyPrefix, AppArmorBetaProfileRuntimeDefault and
+#: AppArmorBetaProfileNamePrefix (k8s.io/api/core/v1/annotation_key_constants.go).
+APPARMOR_PREFIX = "container.apparmor.security.beta.kubernetes.io/"
+
+
+def _app_armor(annotations: Mapping[str, str]) -> tuple[str, str] | None:
+    """policy/check_appArmorProfile.go (baseline): only the default or a localhost profile."""
+    bad = sorted(f'{key}="{value}"' for key, value in annotations.items()
+                 if key.startswith(APPARMOR_PREFIX) and value
+                 and value != "runtime/default" and not value.startswith("localhost/"))
+    if not bad:
+        return None
+    reason = "forbidden AppArmor profile" if len(bad) == 1 else "forbidden AppArmor profiles"
+    return (reason, ", ".join(bad))
+
+
+def pod_security_violations(level: str, spec: Mapping[str, Any],
+                            annotations: Mapping[str, str] | None = None) -> list[str]:
+    """`<reason> (<detail>)` for every check of `level` the pod fails (its spec, and the
+    annotations the AppArmor check reads), in check-ID order."""
     if level == "privileged":
         return []
     active = [check for check in CHECKS
               if check[1] == "baseline" or level == "restricted"]
     overridden = {check[3] for check in active if check[3]}
-    found = []
-    for check_id, _, check, _ in active:
-        if check_id in overridden:
-            continue
-        result = check(spec)
-        if result is not None:
-            found.append(f"{result[0]} ({result[1]})")
-    return found
+    results = [(check_id, check(spec)) for check_id, _, check, _ in active
+               if check_id not in overridden]
+    results.append(("appArmorProfile", _app_armor(annotations or {})))  # a baseline check
+    return [f"{result[0]} ({result[1]})" for _, result in sorted(results, key=lambda r: r[0])
+            if result is not None]
 
 
 def pod_security(get: Getter) -> Callable[[Body, Body | None], None]:
@@ -264,7 +283,8 @@ def pod_security(get: Getter) -> Callable[[Body, Body | None], None]:
         level = labels.get(ENFORCE_LABEL, "privileged")
         level = level if level in LEVELS else "restricted"  # an invalid level: the strictest
         version = labels.get(ENFORCE_VERSION_LABEL, "latest")
-        violations = pod_security_violations(level, pod.get("spec") or {})
+        violations = pod_security_violations(level, pod.get("spec") or {},
+                                             meta.get("annotations") or {})
         if violations:
             raise forbidden(meta["name"], f'violates PodSecurity "{level}:{version}": '
                                           f"{', '.join(violations)}")

@@ -423,3 +423,27 @@ def test_status_written_by_the_operator_is_valid(root_schema: dict[str, Any]) ->
     assert validate(root_schema, body) == []
     body["status"]["conditions"][0]["reason"] = "not a reason"
     assert validate(root_schema, body)[0].startswith(".status.conditions[0].reason: should match")
+
+
+# --- issue 13, finding 5: refuse at apply time what the cluster would refuse later ----------
+
+
+@pytest.mark.parametrize("image", ["registry.example/umt:2.0.0 ", " registry.example/umt:2.0.0",
+                                   "registry.example/umt:2.0.0\n", "registry.example/ umt:2"])
+def test_images_with_whitespace_are_rejected(root_schema: dict[str, Any], image: str) -> None:
+    """A pod whose image has leading or trailing whitespace is refused by the API server (the
+    Job controller's FailedCreate), long after the Job was accepted: the CRD refuses it."""
+    assert any("image must not contain whitespace" in e
+               for e in spec_errors(root_schema, image=image))
+
+
+@pytest.mark.parametrize("account", ["Bad_Name", "-x", "ops admin", "a" * 254, "ops."])
+def test_service_account_names_must_be_dns_subdomains(root_schema: dict[str, Any],
+                                                      account: str) -> None:
+    errors = spec_errors(root_schema, job={"serviceAccountName": account})
+    assert errors, account
+
+
+@pytest.mark.parametrize("account", ["default", "umt-migrator", "ops.team-a"])
+def test_service_account_names_are_accepted(root_schema: dict[str, Any], account: str) -> None:
+    assert spec_errors(root_schema, job={"serviceAccountName": account}) == []

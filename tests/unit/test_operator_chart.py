@@ -56,6 +56,9 @@ SCENARIOS: dict[str, list[str]] = {
         "--set", "metrics.serviceMonitor.enabled=true", "--set", "namespace.create=true",
     ],
     "no-leader-election": ["--set", "leaderElection.enabled=false"],
+    "admission-policy": ["--set", "policy.admission.enabled=true",
+                         "--set", "policy.admission.namespaceSelector.matchLabels.tenant=yes",
+                         "--set", "policy.allowedServiceAccounts={migrator}"],
 }
 
 
@@ -212,6 +215,10 @@ SETTING_VALUES = {
     "job.unschedulableSeconds=120": ("unschedulable_seconds", 120),
     "leaderElection.leaseDurationSeconds=30": ("lease_duration_seconds", 30),
     "fullnameOverride=umt-ops": ("lease_name", "umt-ops"),
+    "policy.allowedImages={registry.example/*,ghcr.io/umt/*}": (
+        "allowed_images", ("registry.example/*", "ghcr.io/umt/*")),
+    "policy.allowedServiceAccounts={migrator,ops}": ("allowed_service_accounts",
+                                                     ("migrator", "ops")),
 }
 
 
@@ -328,6 +335,12 @@ REJECTED = [
     # a value removed (null, or a key left empty in a values file) is named, not a nil pointer
     (["--set", "runner.command=null"], "/runner", "missing property 'command'"),
     (["--set", "metrics=null"], "missing property 'metrics'", ""),
+    (["--set", "policy.allowedImages={ghcr.io/umt/x:1 }"], "/policy/allowedImages/0",
+     "does not match pattern"),
+    (["--set", "policy.allowedServiceAccounts={Ops_Admin}"], "/policy/allowedServiceAccounts/0",
+     "does not match pattern"),
+    (["--set", "policy.admission.enabled=true", "--set", "policy.allowedImages={*}",
+      "--set", "policy.allowedServiceAccounts={*}"], "has nothing to refuse", ""),
 ]
 
 
@@ -475,3 +488,62 @@ def test_the_plain_install(rendered: dict[str, Objects]) -> None:
     assert crd_only["resources"] == ["crd.yaml"]
     assert sorted(kinds) == sorted(["CustomResourceDefinition", "Namespace"] + [
         o["kind"] for o in rendered["default"] if o["kind"] != "CustomResourceDefinition"])
+
+
+# --- the tenancy policy at apply time (issue 13, finding 7) --------------------------------
+
+POLICY_CASES = [
+    # (spec, allowed by allowedImages={registry.example/umt:*,ghcr.io/umt/*} and {migrator})
+    ({}, True),
+    ({"image": "registry.example/umt:2.0.0"}, True),
+    ({"image": "registry.example/umt@sha256:0abc"}, False),
+    ({"image": "ghcr.io/umt/anything/deeper:1"}, True),
+    ({"image": "ghcr.io/umt"}, False),
+    ({"image": "ghcrxio/umt/x:1"}, False),  # `.` is a dot, not any character
+    ({"image": "evil.example/registry.example/umt:1"}, False),  # anchored
+    ({"image": "registry.example/umt-fork:1"}, False),
+    ({"image": "ghcr.io/umt/umt-migrations:0.1.0"}, True),  # the runner default, always
+    ({"job": {"serviceAccountName": "migrator"}}, True),
+    ({"job": {"serviceAccountName": "default"}}, True),  # the Jobs' default account
+    ({"job": {"serviceAccountName": "cluster-admin"}}, False),
+    ({"job": {"backoffLimit": 1}}, True),
+]
+
+
+def _cel_allows(policy: dict[str, Any], spec: dict[str, Any]) -> bool:
+    import celpy
+
+    env = celpy.Environment()
+    activation = {"object": celpy.json_to_cel({"spec": spec})}
+    return all(bool(env.program(env.compile(rule["expression"])).evaluate(activation))
+               for rule in policy["spec"]["validations"])
+
+
+@pytest.mark.parametrize(("spec", "allowed"), POLICY_CASES, ids=[str(c[0]) for c in POLICY_CASES])
+def test_the_admission_policy_refuses_what_the_operator_refuses(
+        helm_binary: Path, spec: dict[str, Any], allowed: bool) -> None:  # noqa: F811
+    """The chart's ValidatingAdmissionPolicy (its CEL evaluated with cel-python) and the
+    operator's policy check (PolicyDenied) agree on every case."""
+    from umt_operator.spec import parse_spec
+
+    objects = render(helm_binary, "--set", "policy.admission.enabled=true",
+                     "--set", "policy.allowedImages={registry.example/umt:*,ghcr.io/umt/*}",
+                     "--set", "policy.allowedServiceAccounts={migrator}")
+    policy = one(objects, "ValidatingAdmissionPolicy")
+    binding = one(objects, "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    settings = Settings.from_env(env_of(objects))
+    parsed = parse_spec({"targetRevision": "head", "database": {"urlSecretRef": {"name": "db"}},
+                         **spec})
+    operator_allows = not (
+        settings.policy.image_problem(parsed.image or settings.default_image)
+        or settings.policy.service_account_problem(parsed.job.service_account_name))
+    assert operator_allows == allowed
+    assert _cel_allows(policy, spec) == allowed
+
+
+def test_no_admission_policy_unless_asked(rendered: dict[str, Objects]) -> None:
+    assert not by_kind(rendered["default"], "ValidatingAdmissionPolicy")
+    assert one(rendered["admission-policy"], "ValidatingAdmissionPolicyBinding")["spec"][
+        "matchResources"] == {"namespaceSelector": {"matchLabels": {"tenant": "yes"}}}

@@ -241,3 +241,15 @@ def test_empty_optional_strings_mean_unset() -> None:
     spec = parse_spec(body(image="", alembic={"config": ""}, job={"serviceAccountName": ""}))
     assert spec.image is None and spec.alembic_config is None
     assert spec.job.service_account_name is None
+
+
+def test_service_account_and_annotation_keys_are_checked_as_the_api_server_would() -> None:
+    """Issue 13, finding 5: a Job with `serviceAccountName: Bad_Name` or a bad annotation key
+    is refused (422); with an old CRD the operator says so itself (InvalidSpec)."""
+    with pytest.raises(InvalidSpec, match=r"job\.serviceAccountName must be a ServiceAccount"):
+        parse_spec(body(job={"serviceAccountName": "Bad_Name"}))
+    with pytest.raises(InvalidSpec, match="not a valid annotation key"):
+        parse_spec(body(job={"podAnnotations": {"bad key": "x"}}))
+    spec = parse_spec(body(job={"serviceAccountName": "umt-migrator",
+                                "podAnnotations": {"example.com/owner": "team"}}))
+    assert spec.job.service_account_name == "umt-migrator"

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from umt_operator import reasons
+from umt_operator.jobs import pod_refusal, refusal_of
 from umt_operator.status import (
     RunnerReport,
     compute_status,
@@ -748,3 +749,69 @@ def test_a_failed_attempt_says_what_follows(code: int, expected: str) -> None:
                                "MigrationFailed", "revision x failed")}}
     status = status_of(job(active=0), [pod(lost)])
     assert status["message"].endswith(expected), status["message"]
+
+
+# --- the cluster refuses the Job's pod (issue 13, finding 5) --------------------------------
+
+
+def refusal_event(message: str, time: str = "2025-03-01T12:00:05Z", uid: str = "0b7c",
+                  pod_name: str = "abcde") -> dict[str, Any]:
+    """A FailedCreate Event of the Job controller, as the operator keeps it."""
+    return refusal_of({"reason": "FailedCreate", "type": "Warning", "lastTimestamp": time,
+                       "involvedObject": {"kind": "Job", "name": JOB, "uid": uid},
+                       "message": f"Error creating: {message.format(pod=f'{JOB}-{pod_name}')}"})
+
+
+INVALID = ('Pod "{pod}" is invalid: spec.containers[0].image: Invalid value: '
+           '"registry.example/umt:1.4.0 ": must not have leading or trailing whitespace')
+FORBIDDEN = ('pods "{pod}" is forbidden: violates PodSecurity "restricted:latest": '
+             'allowPrivilegeEscalation != false (container "migrate" must set '
+             'securityContext.allowPrivilegeEscalation=false)')
+QUOTA = ('pods "{pod}" is forbidden: exceeded quota: pods, requested: pods=1, used: pods=1, '
+         'limited: pods=1')
+
+
+def refused_status(*events: dict[str, Any], pods: Sequence[dict[str, Any]] = ()) -> dict:
+    job_ = job(active=0)
+    return compute_status(generation=3, previous_status={}, job_name=JOB, job=job_,
+                          pods=list(pods), spec_target="head", image=IMAGE, now=NOW,
+                          refusal=pod_refusal(job_, list(events)))
+
+
+@pytest.mark.parametrize("message", [INVALID, FORBIDDEN])
+def test_a_pod_the_cluster_refuses_is_stalled_with_the_servers_message(message: str) -> None:
+    status = refused_status(refusal_event(message))
+    assert conditions(status) == {"Ready": ("False", "PodRejected"),
+                                  "Reconciling": ("False", "PodRejected"),
+                                  "Stalled": ("True", "PodRejected")}
+    assert status["phase"] == "Pending"
+    assert message.format(pod=f"{JOB}-…") in status["message"]
+    assert "Error creating" not in status["message"]
+
+
+def test_each_retry_reads_the_same() -> None:
+    """Every retry names a new pod: the status must not change (nor post an Event) for it."""
+    first = refused_status(refusal_event(INVALID, pod_name="abcde"))
+    again = refused_status(refusal_event(INVALID, pod_name="abcde"),
+                           refusal_event(INVALID, "2025-03-01T12:00:09Z", pod_name="fghij"))
+    assert first["message"] == again["message"]
+
+
+def test_an_exceeded_quota_is_progress_with_the_message() -> None:
+    status = refused_status(refusal_event(QUOTA))
+    assert conditions(status) == progressing("QuotaExceeded")
+    assert "exceeded quota: pods" in status["message"]
+
+
+def test_a_refusal_older_than_the_newest_pod_is_over() -> None:
+    """The quota cleared: the Job controller created a pod after the refusal."""
+    started = pod(RUNNING)
+    started["metadata"]["creationTimestamp"] = "2025-03-01T12:00:10Z"
+    status = refused_status(refusal_event(QUOTA), pods=[started])
+    assert conditions(status) == progressing("Migrating")
+
+
+def test_a_refusal_of_another_job_of_that_name_is_not_this_ones() -> None:
+    """A Job deleted and re-created under the same name: its Events carry the old uid."""
+    assert conditions(refused_status(refusal_event(INVALID, uid="old-uid"))) == \
+        progressing("JobCreated")

@@ -83,5 +83,7 @@ database URL reaches only the Job's pod, through secretKeyRef.
   verbs: [list, watch]
 - apiGroups: [""]
   resources: [events]
-  verbs: [create]
+  # create: the operator's own Events; list, watch: the Job controller's FailedCreate Events
+  # on the operator's Jobs (selected server-side by involvedObject.kind and reason).
+  verbs: [create, list, watch]
 {{- end }}
