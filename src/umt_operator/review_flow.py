@@ -23,7 +23,7 @@ from typing import Any
 import kopf
 
 from umt_operator import reasons
-from umt_operator.jobs import CONTAINER_NAME, observe_job, render_job
+from umt_operator.jobs import CONTAINER_NAME, JobOwner, controlled_by, observe_job, render_job
 from umt_operator.kube import KubeAPI, KubeError
 from umt_operator.review import (
     ReviewSpec,
@@ -99,6 +99,13 @@ async def before_migration(hooks: Hooks, body: Mapping[str, Any], spec: Migratio
     plan_name = review_job_name(name, str(meta.get("uid") or ""), generation, PLAN)
     now = datetime.now(UTC)
     job = await hooks.api.get_job(namespace, plan_name)
+    if job is not None and not JobOwner.of(body).owns(job):  # never read another's Job
+        await hooks.write(status, review_status(
+            status, generation=generation, state="stalled", reason=reasons.JOB_CONFLICT,
+            message=f"a Job named {plan_name} already exists in namespace {namespace} and does "
+                    "not belong to this resource; it is ignored: delete it, or re-create this "
+                    "resource", now=now, job_name=plan_name))
+        return Gate(hold=True)
     if job is None:
         manifest = review_job(_migration_job(hooks, body, spec), kind=PLAN, name=plan_name)
         _job, created = await hooks.api.create_job(namespace, manifest)
@@ -110,7 +117,8 @@ async def before_migration(hooks: Hooks, body: Mapping[str, Any], spec: Migratio
                                                 reason=reasons.PLANNING, message=message,
                                                 now=now, job_name=plan_name))
         return Gate(hold=True)
-    pods = await hooks.api.list_pods(namespace, plan_name)
+    pods = [pod for pod in await hooks.api.list_pods(namespace, plan_name)
+            if controlled_by(pod, job)]
     observation = observe_job(job, pods)
     if not observation.finished:
         problem = observation.pod_problem
@@ -208,6 +216,8 @@ async def after_success(hooks: Hooks, body: Mapping[str, Any], spec: MigrationSp
             hooks.recheck((slot + 1) * review.interval_seconds - clock + 0.5)
         return
     job = await hooks.api.get_job(namespace, drift_name)
+    if job is not None and not JobOwner.of(body).owns(job):
+        return  # a Job squatting the name is never read; this slot's check does not run
     if job is None:
         manifest = review_job(_migration_job(hooks, body, spec), kind=DRIFT, name=drift_name)
         ttl = manifest["spec"].get("ttlSecondsAfterFinished")
@@ -216,7 +226,8 @@ async def after_success(hooks: Hooks, body: Mapping[str, Any], spec: MigrationSp
         if created:
             logger.info("created drift Job %s", drift_name)
         return
-    pods = await hooks.api.list_pods(namespace, drift_name)
+    pods = [pod for pod in await hooks.api.list_pods(namespace, drift_name)
+            if controlled_by(pod, job)]
     observation = observe_job(job, pods)
     if not observation.finished:
         return

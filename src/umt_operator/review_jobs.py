@@ -57,11 +57,13 @@ def review_job_name(resource_name: str, uid: str, generation: int, kind: str,
                     slot: int | None = None) -> str:
     """``<name>-<kind>-<generation>[-<slot>]-<hash>``: one per instance, generation (and slot).
 
-    The hash covers the owner's uid, so a re-created resource never meets an old Job; a
-    DNS-1123 label of at most 63 characters (the Job controller copies it into a pod label).
+    The hash (16 hex digits: 64 bits, the bound of umt_operator.jobs.UID_HASH_LENGTH) covers
+    the owner's uid, so a re-created resource never meets an old Job; a DNS-1123 label of at
+    most 63 characters (the Job controller copies it into a pod label). The Job is read only
+    when its namespace and owner-uid annotation are the resource's (JobOwner.owns).
     """
     marker = f"{generation}" if slot is None else f"{generation}-{slot}"
-    suffix = f"-{kind}-{marker}-{_hash(f'{uid}/{generation}/{kind}/{slot}')}"
+    suffix = f"-{kind}-{marker}-{_hash(f'{uid}/{generation}/{kind}/{slot}', 16)}"
     base = _NOT_LABEL_CHARS.sub("-", resource_name.lower()).strip("-") or "smig"
     return base[: _MAX_NAME - len(suffix)].rstrip("-") + suffix
 
