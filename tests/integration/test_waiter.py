@@ -96,10 +96,10 @@ def operator(emulator: Emulator, kopf_operator: Any, kubelet: FakeKubelet) -> It
     import umt_operator.handlers  # noqa: F401  (registers into the default registry)
     from umt_operator.settings import Settings
 
-    # The examples name the published image; this cluster's operator allows it and its own.
+    # The tests name registry.example images and the examples the published one: allowed.
     settings = Settings.from_env({"UMT_OPERATOR_DEFAULT_IMAGE": "registry.example/umt:2.0.0",
                                   "UMT_OPERATOR_ALLOWED_IMAGES":
-                                      "registry.example/umt:*,ghcr.io/umt/umt-migrations:*",
+                                      "registry.example/*,ghcr.io/umt/umt-migrations:*",
                                   "UMT_OPERATOR_METRICS_PORT": "0",
                                   "UMT_OPERATOR_JOB_BACKOFF_LIMIT": "1"})
     running = Operator(emulator, kopf_operator, kopf.get_default_registry(), settings)
