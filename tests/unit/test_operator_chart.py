@@ -521,7 +521,7 @@ def _cel_allows(policy: dict[str, Any], spec: dict[str, Any]) -> bool:
 
 @pytest.mark.parametrize(("spec", "allowed"), POLICY_CASES, ids=[str(c[0]) for c in POLICY_CASES])
 def test_the_admission_policy_refuses_what_the_operator_refuses(
-        helm_binary: Path, spec: dict[str, Any], allowed: bool) -> None:  # noqa: F811
+        helm_binary: Path, spec: dict[str, Any], allowed: bool) -> None:
     """The chart's ValidatingAdmissionPolicy (its CEL evaluated with cel-python) and the
     operator's policy check (PolicyDenied) agree on every case."""
     from umt_operator.spec import parse_spec
