@@ -144,8 +144,9 @@ def latency(cluster: Emulator, count: int,
     for index in range(count):
         name = f"{prefix}-{index:04d}"
         began = time.perf_counter()
-        cluster.create(SCHEMA_MIGRATIONS, NS, smig(name))
-        job = cluster.wait_for(lambda name=name: cluster.get(JOBS, NS, job_name(name, 1)),
+        uid = cluster.create(SCHEMA_MIGRATIONS, NS, smig(name))["metadata"]["uid"]
+        job = cluster.wait_for(lambda name=name, uid=uid: cluster.get(JOBS, NS,
+                                                                      job_name(name, 1, uid)),
                                timeout=30)
         to_job.append(time.perf_counter() - began)
         start_job(cluster, job)
@@ -157,8 +158,9 @@ def latency(cluster: Emulator, count: int,
     reads = pod_reads() - reads_before
     for index in range(count):
         name = f"{prefix}-stuck-{index:04d}"
-        cluster.create(SCHEMA_MIGRATIONS, NS, smig(name))
-        job = cluster.wait_for(lambda name=name: cluster.get(JOBS, NS, job_name(name, 1)),
+        uid = cluster.create(SCHEMA_MIGRATIONS, NS, smig(name))["metadata"]["uid"]
+        job = cluster.wait_for(lambda name=name, uid=uid: cluster.get(JOBS, NS,
+                                                                      job_name(name, 1, uid)),
                                timeout=30)
         pod = start_job(cluster, job)
         settle(cluster, name)
@@ -192,12 +194,12 @@ def memory(cluster: Emulator, watched: int) -> tuple[float, float, float]:
         manifest = render_job(name=name, namespace=NS, uid=created["metadata"]["uid"],
                               generation=1, spec=parse_spec(smig(name)["spec"]),
                               settings=settings, image=settings.default_image)
-        manifest["metadata"]["name"] = job_name(name, 1)
+        manifest["metadata"]["name"] = job_name(name, 1, created["metadata"]["uid"])
         job = cluster.create(JOBS, NS, manifest)
         start_job(cluster, job)
         finish_job(cluster, job)
         cluster.patch_status(SCHEMA_MIGRATIONS, NS, name, {
-            "observedGeneration": 1, "phase": "Succeeded", "jobName": job_name(name, 1),
+            "observedGeneration": 1, "phase": "Succeeded", "jobName": manifest["metadata"]["name"],
             "currentRevision": "240cfb931a0a",
             "conditions": [{"type": "Ready", "status": "True", "reason": "Succeeded",
                             "observedGeneration": 1, "message": "ok",
