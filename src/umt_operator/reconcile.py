@@ -49,15 +49,15 @@ from umt_operator.review_jobs import job_kind, with_plan_digest
 from umt_operator.settings import Settings
 from umt_operator.spec import InvalidSpec, MigrationSpec, parse_spec
 from umt_operator.status import (
+    STALLED,
     compute_status,
     event_message_for_failure,
     event_message_for_success,
+    find_condition,
     invalid_spec_status,
-    make_condition,
-    one_line,
-    set_condition,
     stalled_status,
     unschedulable_for,
+    waiting_status,
 )
 
 FINISHED_PHASES = ("Succeeded", "Failed")
@@ -149,7 +149,7 @@ async def reconcile(
                         await _replaced_if_never_started(ctx, body, blocker, logger):
                     blocker = None
                 if blocker is not None:
-                    waiting = _waiting_status(status, generation, blocker)
+                    waiting = waiting_status(status, generation, blocker)
                     if await _write(ctx, body, status, waiting, logger):
                         logger.info(waiting["message"])
                     return
@@ -295,8 +295,7 @@ def _indexed_pods(ctx: Context, namespace: str, job: Mapping[str, Any]
 def _log_pod_trouble(body: Mapping[str, Any], old: Mapping[str, Any], new: Mapping[str, Any],
                      logger: kopf.Logger) -> None:
     """A WARNING and a Warning Event when a pod-level problem is first reported (or changes)."""
-    stalled: Mapping[str, Any] = next(
-        (c for c in new.get("conditions") or [] if c.get("type") == "Stalled"), {})
+    stalled = find_condition(new.get("conditions") or [], STALLED) or {}
     if new.get("phase") != "Pending" or stalled.get("status") != "True":
         return
     if old.get("message") != new.get("message"):
@@ -367,21 +366,13 @@ def worth_reconciling(event_type: str | None, body: Mapping[str, Any]) -> bool:
         status.get("observedGeneration") == owner.generation
         and status.get("jobName") in owner.job_names
         and status.get("phase") in ("Pending", "Running")
-        and _condition_status(status, "Stalled") != "True"
+        and (find_condition(status.get("conditions") or [], STALLED) or {}).get("status") != "True"
     )
 
 
 def job_worth_reconciling(event_type: str | None, job: Mapping[str, Any]) -> bool:
     """A Job just created has no status yet: nothing to report beyond what creation wrote."""
     return event_type != "ADDED" or bool(job.get("status"))
-
-
-def _condition_status(status: Mapping[str, Any], type_: str) -> str | None:
-    for condition in status.get("conditions") or []:
-        if condition.get("type") == type_:
-            value: str | None = condition.get("status")
-            return value
-    return None
 
 
 def _concluded(status: Mapping[str, Any], owner: JobOwner) -> bool:
@@ -543,33 +534,6 @@ async def _replaced_if_never_started(
     return True
 
 
-def _waiting_status(
-    status: Mapping[str, Any], generation: int, blocker: Mapping[str, Any]
-) -> dict[str, Any]:
-    """Generation N is seen but waits: Job of generation M < N is still migrating."""
-    blocker_name = blocker["metadata"]["name"]
-    blocker_generation = (blocker["metadata"].get("annotations") or {}).get(ANNOTATION_GENERATION)
-    message = one_line(
-        f"waiting for Job {blocker_name} (generation {blocker_generation}) to finish before "
-        f"running generation {generation}"
-    )
-    now = datetime.now(UTC)
-    conditions = list(status.get("conditions") or [])
-    for type_, value, reason in (
-        ("Ready", "False", reasons.MIGRATING),
-        ("Reconciling", "True", reasons.MIGRATING),
-        ("Stalled", "False", reasons.MIGRATING),
-    ):
-        condition = make_condition(type_, value, reason, message, generation=generation, now=now)
-        conditions = set_condition(conditions, condition)
-    return {
-        "observedGeneration": generation,
-        "phase": "Pending",
-        "message": message,
-        "conditions": conditions,
-    }
-
-
 async def _fallback_for_downgrade(
     ctx: Context,
     body: Mapping[str, Any],
@@ -665,8 +629,7 @@ def _observe_for_metrics(
         logger.info(message)
         post(body, NORMAL, reasons.SUCCEEDED, message)
     else:
-        stalled: Mapping[str, Any] = next(
-            (c for c in new.get("conditions", []) if c["type"] == "Stalled"), {})
+        stalled = find_condition(new.get("conditions") or [], STALLED) or {}
         reason = stalled.get("reason") or reasons.JOB_FAILED
         message = event_message_for_failure(job["metadata"]["name"], observation)
         ctx.metrics.run_ended(result="failed", direction=direction, reason=reason, seconds=seconds)

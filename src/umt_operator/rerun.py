@@ -33,7 +33,7 @@ from typing import Any
 from umt_operator import reasons
 from umt_operator.settings import Settings
 from umt_operator.spec import MigrationSpec
-from umt_operator.status import make_condition, one_line, set_condition
+from umt_operator.status import kstatus_conditions, one_line
 
 #: Written by ``status.compute_status`` when a Job succeeds; cleared while one runs or failed.
 LAST_SUCCESS = "lastSuccess"
@@ -84,10 +84,7 @@ def unchanged_status(status: Mapping[str, Any], generation: int, success: Mappin
         f"{success.get('generation')} migrated the database to {at} (Job "
         f"{success.get('jobName')}); set spec.rerunToken to a new value to run it again"
     )
-    conditions = list(status.get("conditions") or [])
-    for type_, value in (("Ready", True), ("Reconciling", False), ("Stalled", False)):
-        condition = make_condition(type_, value, reasons.INPUTS_UNCHANGED, message,
-                                   generation=generation, now=now)
-        conditions = set_condition(conditions, condition)
+    conditions = kstatus_conditions(status, state="ready", reason=reasons.INPUTS_UNCHANGED,
+                                    message=message, generation=generation, now=now)
     return {"observedGeneration": generation, "phase": "Succeeded", "jobName": None,
             "message": message, "conditions": conditions}

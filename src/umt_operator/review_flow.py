@@ -26,6 +26,7 @@ from umt_operator import reasons
 from umt_operator.jobs import CONTAINER_NAME, JobOwner, controlled_by, observe_job, render_job
 from umt_operator.kube import KubeAPI, KubeError
 from umt_operator.review import (
+    DRIFTED,
     ReviewSpec,
     decide,
     drift_status,
@@ -49,7 +50,7 @@ from umt_operator.review_jobs import (
 )
 from umt_operator.settings import Settings
 from umt_operator.spec import MigrationSpec
-from umt_operator.status import event_message_for_failure, failure_reason, rfc3339
+from umt_operator.status import event_message_for_failure, failure_reason, find_condition, rfc3339
 
 #: A drift Job is kept at most this long after it ends (each check makes one).
 DRIFT_JOB_TTL = 3600
@@ -237,7 +238,8 @@ async def after_success(hooks: Hooks, body: Mapping[str, Any], spec: MigrationSp
     new = drift_status(status, report, review=review, generation=generation,
                        job_name=drift_name, now=now, checked_at=rfc3339(now), failure=failure)
     if await hooks.write(status, new):
-        drifted = next(c for c in new["conditions"] if c["type"] == "Drifted")
+        drifted = find_condition(new["conditions"], DRIFTED)
+        assert drifted is not None  # drift_status always sets it
         if drifted["status"] != "False":
             logger.warning("%s: %s", drifted["reason"], drifted["message"])
             hooks.event("Warning", drifted["reason"], drifted["message"])

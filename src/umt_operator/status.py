@@ -38,6 +38,7 @@ __all__ = [
     "find_condition",
     "invalid_spec_status",
     "is_ready",
+    "kstatus_conditions",
     "make_condition",
     "observe_job",
     "one_line",
@@ -46,6 +47,7 @@ __all__ = [
     "set_condition",
     "stalled_status",
     "unschedulable_for",
+    "waiting_status",
 ]
 
 PENDING, RUNNING, SUCCEEDED, FAILED = "Pending", "Running", "Succeeded", "Failed"
@@ -118,7 +120,7 @@ def set_condition(
     return result
 
 
-def _kstatus_conditions(
+def kstatus_conditions(
     previous: Mapping[str, Any],
     *,
     state: str,
@@ -395,7 +397,7 @@ def compute_status(
         startTime=start,
         completionTime=completion,
         message=message,
-        conditions=_kstatus_conditions(
+        conditions=kstatus_conditions(
             previous,
             state=outcome.state,
             reason=outcome.reason,
@@ -438,11 +440,44 @@ def stalled_status(
         "phase": FAILED,
         "jobName": None,
         "message": text,
-        "conditions": _kstatus_conditions(
+        "conditions": kstatus_conditions(
             previous_status or {},
             state="stalled",
             reason=reason,
             message=text,
+            generation=generation,
+            now=now or datetime.now(UTC),
+        ),
+    }
+
+
+def waiting_status(
+    status: Mapping[str, Any],
+    generation: int,
+    blocker: Mapping[str, Any],
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Status patch for generation N, seen but waiting: ``blocker``, the Job of a generation
+    M < N, still migrates.
+
+    Progressing (Ready False, Reconciling True, reason ``Migrating``); ``jobName`` is left
+    alone (the Job running is the older generation's).
+    """
+    blocker_name = blocker["metadata"]["name"]
+    blocker_generation = (blocker["metadata"].get("annotations") or {}).get(ANNOTATION_GENERATION)
+    message = one_line(
+        f"waiting for Job {blocker_name} (generation {blocker_generation}) to finish before "
+        f"running generation {generation}"
+    )
+    return {
+        "observedGeneration": generation,
+        "phase": PENDING,
+        "message": message,
+        "conditions": kstatus_conditions(
+            status,
+            state="progressing",
+            reason=reasons.MIGRATING,
+            message=message,
             generation=generation,
             now=now or datetime.now(UTC),
         ),

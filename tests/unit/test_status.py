@@ -27,6 +27,7 @@ from umt_operator.status import (
     parse_report,
     rfc3339,
     set_condition,
+    waiting_status,
 )
 
 pytestmark = pytest.mark.unit
@@ -815,3 +816,21 @@ def test_a_refusal_of_another_job_of_that_name_is_not_this_ones() -> None:
     """A Job deleted and re-created under the same name: its Events carry the old uid."""
     assert conditions(refused_status(refusal_event(INVALID, uid="old-uid"))) == \
         progressing("JobCreated")
+
+
+def test_a_generation_waiting_for_an_older_job_is_progress_that_names_it() -> None:
+    """Generation 3 waits while the Job of generation 2 migrates: Reconciling, not Stalled;
+    jobName is left to the running Job (the patch does not touch it)."""
+    blocker = {"metadata": {"name": "app-schema-2-abcd",
+                            "annotations": {"migrations.umt.dev/generation": "2"}}}
+    previous = {"observedGeneration": 2, "jobName": "app-schema-2-abcd",
+                "conditions": [make_condition("Ready", True, "Succeeded", "done",
+                                              generation=1, now=NOW)]}
+    status = waiting_status(previous, 3, blocker, NOW)
+    assert conditions(status) == progressing(reasons.MIGRATING)
+    assert status["message"] == ("waiting for Job app-schema-2-abcd (generation 2) to finish "
+                                 "before running generation 3")
+    assert {c["message"] for c in status["conditions"]} == {status["message"]}
+    assert {c["observedGeneration"] for c in status["conditions"]} == {3}
+    assert (status["observedGeneration"], status["phase"]) == (3, "Pending")
+    assert "jobName" not in status
