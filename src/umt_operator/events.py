@@ -14,11 +14,9 @@ from typing import Any
 
 import kopf
 
-from umt_operator.kube import GROUP, VERSION
+from umt_migrations.api_names import API_VERSION, KIND
 from umt_operator.status import one_line
 
-KIND = "SchemaMigration"
-API_VERSION = f"{GROUP}/{VERSION}"
 NORMAL, WARNING = "Normal", "Warning"
 
 

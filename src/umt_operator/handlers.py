@@ -19,10 +19,11 @@ from typing import Any
 
 import kopf
 
+from umt_migrations.api_names import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from umt_migrations.masking import mask_log_records
 from umt_operator import leader, reasons
 from umt_operator.api_retries import cap_api_backoffs
-from umt_operator.events import API_VERSION, KIND, WARNING, post
+from umt_operator.events import WARNING, post
 from umt_operator.jobs import (
     ANNOTATION_OWNER,
     ANNOTATION_OWNER_UID,
@@ -32,7 +33,7 @@ from umt_operator.jobs import (
     pod_ended,
     refusal_of,
 )
-from umt_operator.kube import GROUP, PLURAL, VERSION, KubeAPI
+from umt_operator.kube import KubeAPI
 from umt_operator.login import connect
 from umt_operator.logs import quiet_kopf
 from umt_operator.metrics import Metrics

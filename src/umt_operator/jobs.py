@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from umt_migrations.api_names import GROUP
 from umt_operator import reasons
 from umt_operator.settings import Settings
 from umt_operator.spec import (
@@ -30,7 +31,6 @@ CONTAINER_NAME = "migrate"
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 RUNNER_UID = 10001
 
-GROUP = "migrations.umt.dev"
 LABEL_RESOURCE = f"{GROUP}/schemamigration"
 LABEL_GENERATION = f"{GROUP}/generation"
 ANNOTATION_TARGET = f"{GROUP}/target-revision"

@@ -16,7 +16,8 @@ from typing import Any
 import aiohttp
 import kopf
 
-GROUP, VERSION, PLURAL = "migrations.umt.dev", "v1alpha1", "schemamigrations"
+from umt_migrations.api_names import GROUP, PLURAL, VERSION
+
 Body = dict[str, Any]
 
 

@@ -27,10 +27,9 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from umt_migrations.api_names import API_VERSION, GROUP, KIND
 from umt_operator.jobs import CONTAINER_NAME, LABEL_RESOURCE, MANAGED_BY, label_value
 
-GROUP = "migrations.umt.dev"
-API_VERSION = f"{GROUP}/v1alpha1"
 LABEL_JOB_KIND = f"{GROUP}/job-kind"
 ANNOTATION_PLAN_DIGEST = f"{GROUP}/plan-digest"
 ANNOTATION_PLAN_SHA256 = f"{GROUP}/plan-sha256"
@@ -224,7 +223,7 @@ def plan_config_map(*, owner: Mapping[str, Any], plan_text: str, digest: str,
             },
             "ownerReferences": [{
                 "apiVersion": API_VERSION,
-                "kind": "SchemaMigration",
+                "kind": KIND,
                 "name": meta["name"],
                 "uid": meta["uid"],
                 "controller": True,

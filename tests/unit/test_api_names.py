@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
@@ -24,3 +25,18 @@ def test_the_names_are_the_crds() -> None:
     assert (spec["names"]["kind"], spec["names"]["plural"], spec["names"]["singular"]) == (
         api_names.KIND, api_names.PLURAL, api_names.SINGULAR)
     assert spec["names"]["shortNames"] == [api_names.SHORT_NAME]
+
+
+def test_no_other_module_spells_them() -> None:
+    """Every module takes the names from api_names: none holds one as a string of its own."""
+    names = {api_names.GROUP, api_names.VERSION, api_names.API_VERSION, api_names.KIND,
+             api_names.PLURAL}
+    home = Path(api_names.__file__).resolve()
+    found = []
+    for path in sorted((ROOT / "src").rglob("*.py")):
+        if path.resolve() == home:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Constant) and node.value in names:
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.value!r}")
+    assert found == []
