@@ -66,6 +66,7 @@ def test_the_untouched_copy_keeps_every_contract(src: Path) -> None:
         ("models-alone", "umt.models.enums", "import umt_operator.reasons"),
         ("pure-no-io", "umt_migrations.graph", "import sqlalchemy.engine"),
         ("pure-no-io", "umt_migrations.waiter", "import lightkube"),
+        ("pure-no-io", "umt_migrations.api_names", "import kopf"),
         ("pure-no-io", "umt_operator.jobs", "import kopf"),
         ("pure-no-io", "umt_operator.spec", "import subprocess"),
         ("pure-no-io", "umt_operator.status", "import aiohttp"),
