@@ -23,6 +23,7 @@ from tests.alembic_projects import (
     make_project,
     set_script_location,
 )
+from umt_migrations.locking import migration_lock
 
 pytestmark = pytest.mark.integration
 
@@ -187,31 +188,56 @@ def test_branches_and_merge_point(tmp_path: Path, pg_url: str) -> None:
     assert "feature_t" not in table_names(pg_url)
 
 
+def lock_waiters(conn: sa.Connection) -> int:
+    """Sessions queued for a lock the test holds: advisory on PostgreSQL, GET_LOCK on MariaDB."""
+    if conn.dialect.name == "postgresql":
+        query = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+    else:
+        # %% : SQLAlchemy hands PyMySQL an empty parameter list, so it %-formats the text
+        query = ("SELECT count(*) FROM information_schema.processlist "
+                 "WHERE state = 'User lock' AND info LIKE 'SELECT GET_LOCK%%'")
+    return int(conn.exec_driver_sql(query).scalar_one())
+
+
 @pytest.mark.parametrize("runners", [2, 5])
 def test_concurrent_runners_apply_each_revision_once(
     tmp_path: Path, server_url: str, runners: int
 ) -> None:
+    """Runners queued on the migration lock at once: one upgrades, the others find nothing to do.
+
+    The test holds the lock until every runner is seen waiting for it (by the server, not by
+    timing), so the overlap does not depend on how fast the processes start on a busy machine.
+    """
     revs = linear_chain(6)
-    for rev in revs[1:]:  # slow enough that the runners really overlap
-        rev.upgrade_sql.append("SELECT pg_sleep(0.05)" if "postgresql" in server_url
-                               else "SELECT SLEEP(0.05)")
     ini = make_project(tmp_path, revs)
     reports = [tmp_path / f"r{i}.json" for i in range(runners)]
-    procs = [
-        subprocess.Popen(
-            [*CLI, "migrate", "--config", str(ini), "--url", server_url, "--to", "head",
-             "--report", str(path), "--lock-timeout", "60"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        for path in reports
-    ]
-    outputs = [proc.communicate(timeout=120) for proc in procs]
+    engine = sa.create_engine(server_url)
+    try:
+        with engine.connect() as holder:
+            with migration_lock(holder, timeout=0):
+                procs = [
+                    subprocess.Popen(
+                        [*CLI, "migrate", "--config", str(ini), "--url", server_url, "--to",
+                         "head", "--report", str(path), "--lock-timeout", "60"],
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                    )
+                    for path in reports
+                ]
+                deadline = time.monotonic() + 60
+                with engine.connect() as watcher:
+                    while lock_waiters(watcher) < runners:
+                        assert time.monotonic() < deadline, "runners never queued on the lock"
+                        assert all(proc.poll() is None for proc in procs), "a runner ended"
+                        time.sleep(0.05)
+            outputs = [proc.communicate(timeout=120) for proc in procs]
+    finally:
+        engine.dispose()
     assert [p.returncode for p in procs] == [0] * runners, outputs
     results = [json.loads(path.read_text()) for path in reports]
     assert all(r["toRevision"] == revs[-1].id for r in results)
     assert sorted(r["direction"] for r in results) == ["none"] * (runners - 1) + ["upgrade"]
     assert sorted(log_rows(server_url)) == sorted((r.id, "up") for r in revs)
-    assert any("waiting up to 60 s for the migration lock" in err for _, err in outputs)
+    assert all("waiting up to 60 s for the migration lock" in err for _, err in outputs)
 
 
 def test_failing_revision_leaves_last_committed_revision(tmp_path: Path, server_url: str) -> None:
