@@ -30,6 +30,8 @@ log = logging.getLogger("umt_migrations.migrate")
 #: Longest between two looks; shorter when the lock timeout is shorter.
 MAX_PERIOD = 1.0
 MIN_PERIOD = 0.05
+#: How often the thread checks for a revision to watch while none runs.
+IDLE_PERIOD = 0.1
 
 _PG_BLOCKERS = (
     "SELECT a.pid, a.state, a.query, "
@@ -103,14 +105,14 @@ class LockWatch:
             if self._thread is None and pid is not None:
                 self._thread = threading.Thread(target=self._loop, name="lock-watch", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            # No notify: the thread wakes on its own timer (see _loop). Waking it for every
+            # revision cost a thread switch per step, a few per cent of a 200-revision run.
 
     def stop(self) -> None:
         """Stop watching (the revision ended); the last blockers stay readable."""
         with self._cond:
             self._generation += 1
             self._target = None
-            self._cond.notify()
 
     def close(self) -> None:
         with self._cond:
@@ -124,18 +126,28 @@ class LockWatch:
                 self._conn.close()
 
     def _loop(self) -> None:
+        """Look at a revision's blockers once it has run ``period`` seconds, then every period.
+
+        The thread sleeps on a timer rather than being woken by each revision: a revision that
+        ends before its first look costs nothing. It looks at most ``IDLE_PERIOD`` late.
+        """
+        seen_generation, next_look = -1, 0.0
         while True:
             with self._cond:
-                while not self._closed and self._target is None:
-                    self._cond.wait()
                 if self._closed:
                     return
-                generation, (pid, period) = self._generation, self._target  # type: ignore[misc]
-                self._cond.wait(timeout=period)
-                if self._closed:
-                    return
-                if generation != self._generation:
-                    continue  # the revision ended (or another began) meanwhile
+                generation, target = self._generation, self._target
+                if target is None:
+                    self._cond.wait(timeout=IDLE_PERIOD)
+                    continue
+                pid, period = target
+                if generation != seen_generation:  # a revision began since the last look
+                    seen_generation, next_look = generation, self.started + period
+                now = time.monotonic()
+                if now < next_look:
+                    self._cond.wait(timeout=next_look - now)
+                    continue
+                next_look = now + period
             found = self._look(pid)
             with self._cond:
                 if generation == self._generation and found:

@@ -110,18 +110,24 @@ def _declared_seconds(revision: str, name: str, value: object) -> float | None:
     )
 
 
-def step_sql(backend: str, bounds: StepBounds, *, mariadb: bool = True) -> str | None:
+def step_sql(
+    backend: str, bounds: StepBounds, *, mariadb: bool = True, local: bool = True
+) -> str | None:
     """The statement that applies ``bounds`` at the start of a revision (None: nothing to do).
 
-    PostgreSQL: ``SET LOCAL``, so the bound lives and dies with the revision's transaction (a
-    retry starts clean; what a revision runs in ``autocommit_block()`` is outside it).
+    PostgreSQL: ``SET LOCAL`` (``local``), so the bound lives and dies with the revision's
+    transaction: for a revision that declares its own bounds. The run's defaults are set once
+    per session instead (``local=False``): a ``SET`` made in a transaction that rolls back is
+    undone with it, which is why the runner sets them again at every attempt (see
+    :class:`~umt_migrations.stepguard.StepGuard`).
     MySQL/MariaDB: session variables in whole seconds (the server accepts no fraction); no
     limit means the server's global value.
     """
     if backend == "postgresql":
         lock = _pg_ms(bounds.lock_timeout)
         statement = _pg_ms(bounds.statement_timeout) if bounds.statement_timeout else "DEFAULT"
-        return f"SET LOCAL lock_timeout = {lock}; SET LOCAL statement_timeout = {statement}"
+        scope = "SET LOCAL" if local else "SET"
+        return f"{scope} lock_timeout = {lock}; {scope} statement_timeout = {statement}"
     if backend in ("mysql", "mariadb"):
         if bounds.lock_timeout is None:
             waits = ("@@GLOBAL.lock_wait_timeout", "@@GLOBAL.innodb_lock_wait_timeout")
