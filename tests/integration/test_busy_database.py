@@ -505,3 +505,73 @@ def test_create_index_concurrently_in_an_autocommit_block_waits_and_is_reported(
     finally:
         engine.dispose()
     assert valid is True
+
+
+SLEEPS = {"postgresql": "SELECT pg_sleep(120)", "mysql": "SELECT SLEEP(120)"}
+
+
+def client_port_of(url: str, query: str) -> int | None:
+    """The client-side TCP port of the session running ``query`` (None until it runs)."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                row = conn.exec_driver_sql(
+                    "SELECT client_port FROM pg_stat_activity WHERE query = %(q)s "
+                    "AND state = 'active'", {"q": query}).first()
+                return int(row[0]) if row else None
+            row = conn.exec_driver_sql(
+                "SELECT HOST FROM information_schema.PROCESSLIST WHERE INFO = %(q)s",
+                {"q": query}).first()
+            return int(str(row[0]).rsplit(":", 1)[1]) if row else None
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def network_cut(port: int) -> Iterator[None]:
+    """Every packet of one loopback TCP connection dropped, both ways, as a cut cable does:
+    the peer neither answers nor resets (iptables, root; the rules go when the block ends)."""
+    rules = [["INPUT", "-i", "lo", "-p", "tcp", side, str(port), "-j", "DROP"]
+             for side in ("--sport", "--dport")]
+    for rule in rules:
+        done = subprocess.run(["iptables", "-I", *rule], capture_output=True, text=True,
+                              check=False)
+        if done.returncode != 0:  # required, never skipped: the test needs root and iptables
+            pytest.fail(f"cannot cut the connection with iptables: {done.stderr.strip()}",
+                        pytrace=False)
+    try:
+        yield
+    finally:
+        for rule in rules:
+            subprocess.run(["iptables", "-D", *rule], capture_output=True, check=False)
+
+
+def test_a_network_cut_mid_revision_fails_in_bounded_time(tmp_path: Path, server_url: str) -> None:
+    """Issue 14, "a cut network is bounded too": the runner's connection goes silent while a
+    revision runs (every packet dropped, no reset). TCP keepalives (idle 10 s, 3 probes 5 s
+    apart) end the run in about 25 s with DatabaseUnavailable naming the revision, where
+    without them the runner waits as long as the kernel keeps the connection: hours."""
+    sleep = SLEEPS["postgresql" if server_url.startswith("postgresql") else "mysql"]
+    revs = linear_chain(1)
+    revs.append(Rev(ALTER, revs[-1].id, "long statement", upgrade_sql=[sleep]))
+    ini = make_project(tmp_path, revs)
+    run = Migration(ini, server_url)
+    port = None
+    deadline = time.monotonic() + 30
+    while port is None:
+        assert time.monotonic() < deadline and run.proc.poll() is None, "".join(run.lines)
+        time.sleep(0.1)
+        port = client_port_of(server_url, sleep)
+    try:
+        with network_cut(port):
+            cut = time.monotonic()
+            code, report, log = run.finish(timeout=90)
+            noticed = time.monotonic() - cut
+    finally:
+        if run.proc.poll() is None:
+            run.proc.kill()
+    assert code == 1, log
+    assert report["error"]["reason"] == "DatabaseUnavailable", report
+    assert report["error"].get("revision") == ALTER, report
+    assert 10 <= noticed < 25 + 15, noticed  # keepalive idle .. idle + 3 probes + a margin
