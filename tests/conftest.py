@@ -17,7 +17,7 @@ import sqlalchemy as sa
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 #: The emulated cluster's fixtures (`emulator`, `kubelet`, `job_controller`, `kubectl`, ...).
-pytest_plugins = ["tests.k8s.fixtures"]
+pytest_plugins = ["tests.k8s.fixtures", "tests.operator_harness"]
 
 #: Server URLs (no database part). Override to point the suite at other servers.
 PG_SERVER = os.environ.get("UMT_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432")

@@ -27,7 +27,10 @@ import pytest
 import yaml
 
 from tests.conftest import REPO_ROOT
-from tests.integration.test_operator import (
+from tests.k8s.emulator import LEASES, SCHEMA_MIGRATIONS, Emulator
+from tests.k8s.fixtures import register_repo_crds
+from tests.k8s.kubelet import FakeKubelet
+from tests.operator_harness import (
     HEAD,
     add_migration,
     add_secret,
@@ -36,9 +39,6 @@ from tests.integration.test_operator import (
     jobs_of,
     wait_condition,
 )
-from tests.k8s.emulator import LEASES, SCHEMA_MIGRATIONS, Emulator
-from tests.k8s.fixtures import register_repo_crds
-from tests.k8s.kubelet import FakeKubelet
 from umt_operator.kube import KubeAPI, KubeError
 from umt_operator.leader import JITTER_FACTOR, LeaderElection, LeaseRecord, Timing
 

@@ -15,21 +15,16 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_operator import (  # noqa: F401  (fixtures)
+from tests.k8s.emulator import SCHEMA_MIGRATIONS, Emulator
+from tests.k8s.kubelet import FakeKubelet
+from tests.operator_harness import (
     HEAD,
     NS,
     add_migration,
     add_secret,
     condition,
     jobs_of,
-    kubelet_options,
-    operator,
-    registry,
-    settings,
 )
-from tests.k8s.emulator import SCHEMA_MIGRATIONS, Emulator
-from tests.k8s.fixtures import *  # noqa: F403  (emulator, kubelet, kopf_operator)
-from tests.k8s.kubelet import FakeKubelet
 from umt_operator.api_retries import MAX_BACKOFF
 
 pytestmark = pytest.mark.integration

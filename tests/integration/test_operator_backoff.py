@@ -18,20 +18,17 @@ import sqlalchemy as sa
 
 from tests.alembic_projects import Rev, linear_chain, make_project
 from tests.conftest import REPO_ROOT
-from tests.integration.test_operator import (  # noqa: F401  (fixtures)
+from tests.k8s.emulator import JOBS, Emulator
+from tests.k8s.kubelet import FakeKubelet
+from tests.operator_harness import (
     NS,
     add_migration,
     add_secret,
     condition,
     event_reasons,
     jobs_of,
-    operator,
-    registry,
-    settings,
     wait_condition,
 )
-from tests.k8s.emulator import JOBS, Emulator
-from tests.k8s.kubelet import FakeKubelet
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,6 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 from tests.integration.test_busy_database import ALTER, blocker, hot_project, session_pid
-from tests.integration.test_operator import NS, add_secret, db_revision, jobs_of
 from tests.integration.test_waiter import (
     REF,
     finish,
@@ -27,8 +26,13 @@ from tests.integration.test_waiter import (
     start_waiter,
 )
 from tests.k8s.emulator import SCHEMA_MIGRATIONS, Emulator
-from tests.k8s.fixtures import *  # noqa: F403  (emulator, kubelet, kopf_operator)
 from tests.k8s.kubelet import FakeKubelet
+from tests.operator_harness import (
+    NS,
+    add_secret,
+    db_revision,
+    jobs_of,
+)
 
 pytestmark = pytest.mark.integration
 

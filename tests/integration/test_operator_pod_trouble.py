@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_operator import (  # noqa: F401  (fixtures)
+from tests.k8s.emulator import JOBS, SCHEMA_MIGRATIONS, SECRETS, Emulator
+from tests.k8s.kubelet import FakeKubelet
+from tests.operator_harness import (
     HEAD,
     NEW_IMAGE,
     NS,
@@ -25,14 +27,9 @@ from tests.integration.test_operator import (  # noqa: F401  (fixtures)
     db_revision,
     event_reasons,
     jobs_of,
-    kubelet_options,
-    operator,
-    registry,
     wait_condition,
     wait_message,
 )
-from tests.k8s.emulator import JOBS, SCHEMA_MIGRATIONS, SECRETS, Emulator
-from tests.k8s.kubelet import FakeKubelet
 
 pytestmark = pytest.mark.integration
 

@@ -14,20 +14,6 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_operator import (  # noqa: F401  (fixtures)
-    NS,
-    Operator,
-    add_migration,
-    add_secret,
-    condition,
-    db_revision,
-    event_reasons,
-    jobs_of,
-    operator,
-    registry,
-    settings,
-    wait_condition,
-)
 from tests.k8s.emulator import (
     CRDS,
     EVENTS,
@@ -36,8 +22,18 @@ from tests.k8s.emulator import (
     SCHEMA_MIGRATIONS,
     Emulator,
 )
-from tests.k8s.fixtures import *  # noqa: F403  (emulator, kubelet, kubectl, kopf_operator)
 from tests.k8s.kubelet import FakeKubelet
+from tests.operator_harness import (
+    NS,
+    Operator,
+    add_migration,
+    add_secret,
+    condition,
+    db_revision,
+    event_reasons,
+    jobs_of,
+    wait_condition,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO_ROOT
-from tests.integration.test_operator import (  # noqa: F401  (fixtures)
+from tests.k8s.emulator import SCHEMA_MIGRATIONS, Emulator
+from tests.k8s.kubelet import FakeKubelet
+from tests.operator_harness import (
     HEAD,
     NS,
     REVISION_IDS,
@@ -26,14 +28,7 @@ from tests.integration.test_operator import (  # noqa: F401  (fixtures)
     condition,
     db_revision,
     jobs_of,
-    kubelet_options,
-    operator,
-    registry,
-    settings,
 )
-from tests.k8s.emulator import SCHEMA_MIGRATIONS, Emulator
-from tests.k8s.fixtures import *  # noqa: F403  (emulator, kubelet, kopf_operator)
-from tests.k8s.kubelet import FakeKubelet
 
 pytestmark = pytest.mark.integration
 

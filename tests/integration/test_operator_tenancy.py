@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_operator import (
+from tests.k8s.emulator import EVENTS, JOBS, SCHEMA_MIGRATIONS, Emulator
+from tests.k8s.kubelet import FakeKubelet
+from tests.operator_harness import (
     HEAD,
     NEW_IMAGE,
     NS,
@@ -27,14 +29,9 @@ from tests.integration.test_operator import (
     condition,
     db_revision,
     jobs_of,
-    registry,  # noqa: F401  (fixture)
-    settings,  # noqa: F401  (fixture)
     two_releases,
     wait_condition,
 )
-from tests.k8s.emulator import EVENTS, JOBS, SCHEMA_MIGRATIONS, Emulator
-from tests.k8s.fixtures import *  # noqa: F403  (emulator, kubelet, kubectl, kopf_operator)
-from tests.k8s.kubelet import FakeKubelet
 
 pytestmark = pytest.mark.integration
 
@@ -52,8 +49,8 @@ def kubelet_options(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 @pytest.fixture
-def operator(emulator: Emulator, kopf_operator: Any, registry: Any,  # noqa: F811
-             settings: Any, kubelet: FakeKubelet) -> Iterator[Operator]:  # noqa: F811
+def operator(emulator: Emulator, kopf_operator: Any, registry: Any,
+             settings: Any, kubelet: FakeKubelet) -> Iterator[Operator]:
     """The operator watching the tenant's namespace and another tenant's."""
     op = Operator(emulator, kopf_operator, registry, settings, namespaces=(NS, EVIL))
     op.start()
@@ -182,7 +179,7 @@ def test_fallback_jobs_of_two_long_names_differ(
     assert [db_revision(urls[name]) for name in names] == [REVISION_IDS[1]] * 2
 
 
-def the_job_the_operator_would_create(emulator: Emulator, settings: Any) -> dict[str, Any]:  # noqa: F811
+def the_job_the_operator_would_create(emulator: Emulator, settings: Any) -> dict[str, Any]:
     """A new resource `umt-schema` (the operator stopped), and its first Job as rendered."""
     from umt_operator.jobs import render_job
     from umt_operator.spec import parse_spec
@@ -195,7 +192,7 @@ def the_job_the_operator_would_create(emulator: Emulator, settings: Any) -> dict
 
 def test_a_job_left_by_an_earlier_operator_process_is_adopted(
         emulator: Emulator, operator: Operator, kubelet: FakeKubelet, pg_url: str,
-        settings: Any) -> None:  # noqa: F811
+        settings: Any) -> None:
     """The create-409 path, ours: the operator created the Job and stopped before writing
     status; the next process gets 409 on create and adopts that Job (it is this instance's)."""
     add_secret(emulator, pg_url)
@@ -211,7 +208,7 @@ def test_a_job_left_by_an_earlier_operator_process_is_adopted(
 
 def test_a_job_of_that_name_owned_by_another_instance_is_never_adopted(
         emulator: Emulator, operator: Operator, kubelet: FakeKubelet, pg_url: str,
-        settings: Any) -> None:  # noqa: F811
+        settings: Any) -> None:
     """The create-409 path, not ours: a Job squats the name in the resource's namespace with
     another owner uid. It is not adopted: Stalled (JobConflict), nothing of it is read."""
     add_secret(emulator, pg_url)

@@ -16,7 +16,9 @@ import sqlalchemy as sa
 
 from tests.alembic_projects import Rev, linear_chain, make_project
 from tests.integration.test_migrate_runner import log_rows, run_migrate
-from tests.integration.test_operator import (  # noqa: F401  (fixtures)
+from tests.k8s.emulator import CONFIGMAPS, SCHEMA_MIGRATIONS, Emulator
+from tests.k8s.kubelet import FakeKubelet
+from tests.operator_harness import (
     NS,
     TIMEOUT,
     Operator,
@@ -25,15 +27,8 @@ from tests.integration.test_operator import (  # noqa: F401  (fixtures)
     condition,
     db_revision,
     jobs_of,
-    kubelet_options,
-    operator,
-    registry,
-    settings,
     wait_condition,
 )
-from tests.k8s.emulator import CONFIGMAPS, SCHEMA_MIGRATIONS, Emulator
-from tests.k8s.fixtures import *  # noqa: F403  (emulator, kubelet, kopf_operator)
-from tests.k8s.kubelet import FakeKubelet
 
 pytestmark = pytest.mark.integration
 

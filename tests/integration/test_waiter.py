@@ -18,7 +18,9 @@ import sqlalchemy as sa
 import yaml
 
 from tests.conftest import REPO_ROOT
-from tests.integration.test_operator import (
+from tests.k8s.emulator import SCHEMA_MIGRATIONS, Emulator
+from tests.k8s.kubelet import FakeKubelet
+from tests.operator_harness import (
     HEAD,
     NS,
     REVISION_IDS,
@@ -27,8 +29,6 @@ from tests.integration.test_operator import (
     db_revision,
     jobs_of,
 )
-from tests.k8s.emulator import SCHEMA_MIGRATIONS, Emulator
-from tests.k8s.kubelet import FakeKubelet
 
 pytestmark = pytest.mark.integration
 

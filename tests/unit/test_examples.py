@@ -23,12 +23,16 @@ import yaml
 
 from tests import charts
 from tests.charts import KUBERNETES_VERSION, Objects
-from tests.integration.test_operator import HEAD, NS, db_revision
 from tests.integration.test_waiter import (  # noqa: F401  (fixtures)
     database,
     kubelet_options,
     operator,
     waiter_env,
+)
+from tests.operator_harness import (
+    HEAD,
+    NS,
+    db_revision,
 )
 from tests.unit.test_crd import validate as validate_against_crd
 from tests.unit.test_schema_migration_chart import (
