@@ -28,14 +28,19 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from umt_migrations.api_names import API_VERSION, GROUP, KIND
-from umt_operator.jobs import CONTAINER_NAME, LABEL_RESOURCE, MANAGED_BY, label_value
+from umt_operator.jobs import (
+    ANNOTATION_GENERATION,
+    CONTAINER_NAME,
+    LABEL_RESOURCE,
+    MANAGED_BY,
+    label_value,
+)
 
 LABEL_JOB_KIND = f"{GROUP}/job-kind"
 ANNOTATION_PLAN_DIGEST = f"{GROUP}/plan-digest"
 ANNOTATION_PLAN_SHA256 = f"{GROUP}/plan-sha256"
 ANNOTATION_PLAN_BYTES = f"{GROUP}/plan-bytes"
 ANNOTATION_TRUNCATED = f"{GROUP}/plan-truncated"
-ANNOTATION_PLAN_GENERATION = f"{GROUP}/generation"
 PLAN, DRIFT = "plan", "drift"
 PLAN_KEY = "plan.json"
 #: A ConfigMap holds at most 1 MiB (etcd's object limit); the plan keeps room for metadata.
@@ -219,7 +224,7 @@ def plan_config_map(*, owner: Mapping[str, Any], plan_text: str, digest: str,
                 ANNOTATION_PLAN_SHA256: "sha256:" + hashlib.sha256(plan_text.encode()).hexdigest(),
                 ANNOTATION_PLAN_BYTES: str(len(plan_text.encode())),
                 ANNOTATION_TRUNCATED: "true" if truncated else "false",
-                ANNOTATION_PLAN_GENERATION: str(generation),
+                ANNOTATION_GENERATION: str(generation),
             },
             "ownerReferences": [{
                 "apiVersion": API_VERSION,
