@@ -127,6 +127,15 @@ def test_downgrade_plan_and_its_refusal() -> None:
     assert proc.returncode == 2 and "--allow-downgrade" in proc.stderr
 
 
+def test_an_unknown_dialect_is_a_usage_error() -> None:
+    """Not exit 3 ("env.py failed while rendering offline") with SQLAlchemy's plugin error."""
+    proc = subprocess.run([*CLI, "plan", "--to", "head", "--from", "base", "--dialect", "bogus"],
+                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == ("error: --dialect 'bogus': SQLAlchemy knows no such dialect "
+                                   "(e.g. postgresql, mysql, mariadb, sqlite)")
+
+
 # --- acceptances and content hashes ----------------------------------------------------------
 
 

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
+import sqlalchemy as sa
 from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext, MigrationStep
 from alembic.script import ScriptDirectory
@@ -21,7 +22,7 @@ from alembic.script import ScriptDirectory
 from .. import graph
 from ..envrun import _commit_per_migration, reenable_logging
 from ..project import Project
-from ..urls import normalize_url
+from ..urls import InvalidURL, normalize_url
 from .source import RevisionSource
 
 NOT_RENDERABLE = "-- not offline-renderable"
@@ -55,7 +56,14 @@ def dialect_project(project: Project, dialect: str | None) -> Project:
     """``project`` rendering for ``dialect`` (e.g. ``postgresql``) instead of its URL's."""
     if not dialect:
         return project
-    return replace(project, url=normalize_url(f"{dialect}://"))
+    url = normalize_url(f"{dialect}://")
+    try:
+        sa.make_url(url).get_dialect()
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError):
+        raise InvalidURL(
+            f"--dialect {dialect!r}: SQLAlchemy knows no such dialect (e.g. postgresql, mysql, "
+            "mariadb, sqlite)") from None
+    return replace(project, url=url)
 
 
 def render(project: Project, script: ScriptDirectory, plan: graph.Plan) -> Rendering:
