@@ -30,11 +30,6 @@ TIMEOUT = 60
 OLD_IMAGE, NEW_IMAGE = "registry.example/umt:1.0.0", "registry.example/umt:2.0.0"
 
 
-@pytest.fixture
-def kubelet_options(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    return two_releases(tmp_path_factory)
-
-
 def two_releases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The runner as a local process; two "images": 2.0.0 is this repository, 1.0.0 a copy
     that knows only the first two revisions (an older release)."""

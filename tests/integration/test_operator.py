@@ -29,10 +29,17 @@ from tests.operator_harness import (
     event_reasons,
     free_port,
     jobs_of,
+    two_releases,
     wait_condition,
 )
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def kubelet_options(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The kubelet runs two "images" (two releases of this repository)."""
+    return two_releases(tmp_path_factory)
 
 def test_create_to_ready_at_head(emulator: Emulator, operator: Operator, kubelet: FakeKubelet,
                                  pg_url: str, kubectl: Any) -> None:

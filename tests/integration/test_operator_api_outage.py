@@ -24,10 +24,17 @@ from tests.operator_harness import (
     add_secret,
     condition,
     jobs_of,
+    two_releases,
 )
 from umt_operator.api_retries import MAX_BACKOFF
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def kubelet_options(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The kubelet runs two "images" (two releases of this repository)."""
+    return two_releases(tmp_path_factory)
 
 NAME = "umt-schema"
 #: How long the API server stays away: long enough for kopf's default back-offs (1, 1, 2, 3, 5,

@@ -27,11 +27,18 @@ from tests.operator_harness import (
     db_revision,
     event_reasons,
     jobs_of,
+    two_releases,
     wait_condition,
     wait_message,
 )
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def kubelet_options(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The kubelet runs two "images" (two releases of this repository)."""
+    return two_releases(tmp_path_factory)
 
 #: "Within seconds": the operator reports a waiting pod this fast after the pod says so.
 PROMPT = 5.0

@@ -27,10 +27,17 @@ from tests.operator_harness import (
     condition,
     db_revision,
     jobs_of,
+    two_releases,
     wait_condition,
 )
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def kubelet_options(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The kubelet runs two "images" (two releases of this repository)."""
+    return two_releases(tmp_path_factory)
 
 NAME = "umt-schema"
 KIND_LABEL = "migrations.umt.dev/job-kind"
